@@ -1,0 +1,14 @@
+"""LeNet's pruning policy: layer-wise, hidden layers at the fc rate, the output layer at its own rate."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from lth.pruning import LayerwisePruning, conv_fc_rates
+
+FC_RATE = 0.2
+OUTPUT_RATE = 0.1  # half the fc rate, as in Frankle & Carbin
+
+
+def lenet_pruning(model: nn.Module, fc_rate: float = FC_RATE, output_rate: float = OUTPUT_RATE) -> LayerwisePruning:
+    return LayerwisePruning(conv_fc_rates(model, conv_rate=0.0, fc_rate=fc_rate, output_rate=output_rate))

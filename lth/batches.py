@@ -1,0 +1,66 @@
+"""Training batches sliced from device-resident tensors, reproducible from the iteration alone.
+
+The order of epoch e is a permutation drawn from a generator seeded with (seed, e), and the
+augmentation of iteration i from (seed, i), so a resumed run needs nothing but the iteration count
+to see exactly the batches an uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from lth.rewinding import derived_seed
+
+
+def _generator(device: torch.device, seed: int) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def random_crop_flip(images: torch.Tensor, generator: torch.Generator, padding: int = 4) -> torch.Tensor:
+    """Whole-batch random crop (zero padding) and horizontal flip on the images' device."""
+    n, c, h, w = images.shape
+    padded = F.pad(images, (padding, padding, padding, padding))
+    offsets = torch.randint(0, 2 * padding + 1, (2, n), device=images.device, generator=generator)
+    rows = (offsets[0].view(n, 1) + torch.arange(h, device=images.device)).view(n, 1, h, 1)
+    cols = (offsets[1].view(n, 1) + torch.arange(w, device=images.device)).view(n, 1, 1, w)
+    batch = torch.arange(n, device=images.device).view(n, 1, 1, 1)
+    channel = torch.arange(c, device=images.device).view(1, c, 1, 1)
+    cropped = padded[batch, channel, rows, cols]
+    flip = torch.rand(n, device=images.device, generator=generator) < 0.5
+    return torch.where(flip.view(n, 1, 1, 1), cropped.flip(3), cropped)
+
+
+class ShuffledBatches:
+    """Batch `i` of a run: epoch-wise shuffled, full batches only (the last partial batch is dropped)."""
+
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int,
+        seed: int,
+        augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+    ):
+        if batch_size > len(x):
+            raise ValueError(f"batch size {batch_size} exceeds the {len(x)} training examples")
+        self.x, self.y, self.batch_size, self.seed, self.augment = x, y, batch_size, seed, augment
+        self.steps_per_epoch = len(x) // batch_size
+        self._epoch, self._order = -1, None
+
+    def order(self, epoch: int) -> torch.Tensor:
+        if epoch != self._epoch:
+            generator = _generator(self.x.device, derived_seed(self.seed, 1, epoch))
+            self._order = torch.randperm(len(self.x), device=self.x.device, generator=generator)
+            self._epoch = epoch
+        return self._order
+
+    def __call__(self, iteration: int) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, step = divmod(iteration, self.steps_per_epoch)
+        index = self.order(epoch)[step * self.batch_size : (step + 1) * self.batch_size]
+        x, y = self.x[index], self.y[index]
+        if self.augment is not None:
+            x = self.augment(x, _generator(self.x.device, derived_seed(self.seed, 2, iteration)))
+        return x, y

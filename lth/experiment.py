@@ -1,0 +1,57 @@
+"""The part every image family's entry script shares: settings -> run directory -> data -> IMP."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lth.arguments import resolve_device
+from lth.imp import IMPRecipe, IMPSettings, run_imp
+from lth.results import RunDirectory, is_finished
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def configure_threads() -> None:
+    """Small models gain nothing from more intra-op threads than cores; respect an explicit setting."""
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
+
+
+def settings_of(args: argparse.Namespace) -> dict:
+    return {k: v for k, v in sorted(vars(args).items()) if not callable(v)}
+
+
+def run_experiment(
+    args: argparse.Namespace,
+    name: str,
+    load_data: Callable[[str], object],
+    build_recipe: Callable[[argparse.Namespace, object, str], IMPRecipe],
+    imp_settings: IMPSettings,
+) -> Path:
+    """Open (or resume) the run directory `name` under args.output_dir and run IMP in it."""
+    device = resolve_device(getattr(args, "device", "auto"))
+    if device == "cuda":
+        torch.backends.cudnn.benchmark = True
+    configure_threads()
+    run = RunDirectory(args.output_dir, name, settings_of(args))
+    if is_finished(run.path):
+        print(f"{run.path}: finished earlier; nothing to do")
+        return run.path
+    with run:
+        seed_everything(imp_settings.seed)
+        data = load_data(device)
+        recipe = build_recipe(args, data, device)
+        run_imp(run, recipe, imp_settings, quiet=getattr(args, "quiet", False))
+    print(f"results: {run.rounds_csv} and {run.curve_csv}")
+    return run.path

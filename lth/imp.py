@@ -1,0 +1,211 @@
+"""The iterative magnitude pruning loop: train, prune, rewind, repeat, with resume at any moment.
+
+Round 0 trains the dense network. Each later round derives its mask from the weights as they are
+after the previous round's training (iterative) or from the dense trained weights straight to the
+round's compounded target (one-shot), then sets the surviving weights according to the run type:
+
+- winning_ticket: rewound to iteration 0, or to iteration k of the dense run (late rewinding);
+- random_reinit:  the same mask on fresh weights from the init distribution (own seeded draw);
+- random_prune:   a random mask with the magnitude mask's per-layer counts, on the rewind weights.
+
+After every round the run's state (masks, rewind weights, rows) is saved; inside a round the loop
+checkpoints every `checkpoint_every` iterations. Started again, a run continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from lth.masks import Mask
+from lth.pruning import GlobalPruning, LayerwisePruning, magnitude_scores, random_mask_like
+from lth.results import RunDirectory, is_finished
+from lth.rewinding import derived_seed, fresh_initialization, to_cpu
+from lth.storage import atomic_write_text
+from lth.training import Evaluate, RoundSchedule, StepLoss, classification_loss, early_stop_summary, train_round
+
+RUN_TYPES = ("winning_ticket", "random_reinit", "random_prune")
+MODES = ("iterative", "oneshot")
+
+
+@dataclass
+class IMPRecipe:
+    """What a family supplies: its model, pruning policy, data, optimiser and schedule."""
+
+    arch: str
+    model_factory: Callable[[], nn.Module]
+    policy: LayerwisePruning | GlobalPruning | Callable[[Mask], Any]
+    make_optimizer: Callable[[nn.Module], torch.optim.Optimizer]
+    batches: Callable[[int], Any]
+    evaluate: Evaluate
+    schedule: RoundSchedule
+    step_loss: StepLoss = classification_loss
+    lr_at: Callable[[int], float] | None = None
+    prunable_names: list[str] | None = None
+    device: str = "cpu"
+
+
+@dataclass
+class IMPSettings:
+    rounds: int
+    seed: int
+    mode: str = "iterative"
+    run_type: str = "winning_ticket"
+    rewind_iteration: int = 0
+    extra_columns: dict[str, Any] = field(default_factory=dict)
+
+
+def _policy_for(recipe: IMPRecipe, mask: Mask):
+    """Policies may depend on the mask's layer names (rates per layer); a callable builds them."""
+    if isinstance(recipe.policy, (LayerwisePruning, GlobalPruning)):
+        return recipe.policy
+    return recipe.policy(mask)
+
+
+def _new_state(recipe: IMPRecipe, cfg: IMPSettings) -> dict:
+    torch.manual_seed(cfg.seed)
+    model = recipe.model_factory()
+    return {
+        "next_round": 0,
+        "init": to_cpu(model.state_dict()),
+        "rewind": None,  # weights at the rewind iteration k of the dense run (k > 0 only)
+        "dense_trained": None,  # weights after round 0, for one-shot pruning
+        "trained": None,  # weights after the last finished round, for iterative pruning
+        "mask": Mask.dense(model, recipe.prunable_names).state_dict(),
+        "rows": [],
+        "curve": [],
+    }
+
+
+def _prepare_round(round_index: int, state: dict, recipe: IMPRecipe, cfg: IMPSettings) -> tuple[Mask, dict]:
+    """The mask of this round and the weights its training starts from."""
+    if round_index == 0:
+        return Mask.from_state_dict(state["mask"]), state["init"]
+    previous = Mask.from_state_dict(state["mask"])
+    if cfg.mode == "oneshot":
+        base = Mask({n: torch.ones_like(m) for n, m in previous.layers.items()})
+        source, rounds = state["dense_trained"], round_index
+    else:
+        base, source, rounds = previous, state["trained"], 1
+    policy = _policy_for(recipe, base)
+    mask = policy.prune(magnitude_scores(source, base), base, rounds=rounds)
+    if cfg.run_type == "random_prune":
+        generator = torch.Generator().manual_seed(derived_seed(cfg.seed, 4, round_index))
+        mask = random_mask_like(mask, within=base, generator=generator)
+    if cfg.run_type == "random_reinit":
+        weights = fresh_initialization(recipe.model_factory, derived_seed(cfg.seed, 5, round_index))
+    else:
+        weights = state["rewind"] if cfg.rewind_iteration > 0 else state["init"]
+    return mask, weights
+
+
+def run_imp(run: RunDirectory, recipe: IMPRecipe, cfg: IMPSettings, quiet: bool = False) -> list[dict]:
+    """Run (or resume) IMP in an opened run directory; returns the per-round rows."""
+    if cfg.mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}")
+    if cfg.run_type not in RUN_TYPES:
+        raise ValueError(f"run type must be one of {RUN_TYPES}")
+    if is_finished(run.path):
+        print(f"{run.path}: finished earlier; nothing to do")
+        state = run.load_state()
+        return state["rows"] if state else []
+
+    state = run.load_state() or _new_state(recipe, cfg)
+    device = torch.device(recipe.device)
+    model = recipe.model_factory().to(device)
+    if recipe.device != "cpu" and device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    k = cfg.rewind_iteration
+
+    rounds_bar = tqdm(total=cfg.rounds + 1, initial=state["next_round"], desc=run.name, unit="round",
+                      dynamic_ncols=True, disable=quiet)
+    for round_index in range(state["next_round"], cfg.rounds + 1):
+        progress = run.load_progress()
+        if progress is not None and progress["round"] != round_index:
+            progress = None  # left over from a round that was finished after it was written
+        if progress is not None:
+            mask = Mask.from_state_dict(progress["mask"])
+        else:
+            mask, weights = _prepare_round(round_index, state, recipe, cfg)
+            model.load_state_dict(weights)
+        mask = mask.to(device)
+        mask.apply(model)
+
+        captured = {"rewind": progress.get("rewind") if progress else None}
+        elapsed_before = progress["elapsed"] if progress else 0.0
+        started = time.perf_counter()
+
+        def capture_rewind(iteration: int) -> None:
+            if round_index == 0 and k > 0 and iteration == k:
+                captured["rewind"] = to_cpu(model.state_dict())
+
+        def save_progress(loop_state: dict) -> None:
+            run.save_progress({
+                "round": round_index,
+                "mask": mask.state_dict(),
+                "loop": loop_state,
+                "rewind": captured["rewind"],
+                "elapsed": elapsed_before + time.perf_counter() - started,
+            })
+
+        schedule = RoundSchedule(
+            iterations=recipe.schedule.iterations,
+            eval_every=recipe.schedule.eval_every,
+            checkpoint_every=recipe.schedule.checkpoint_every,
+            start_iteration=k if round_index > 0 else 0,
+        )
+        curve = train_round(
+            model,
+            recipe.make_optimizer(model),
+            recipe.batches,
+            recipe.step_loss,
+            recipe.evaluate,
+            schedule,
+            enforce_mask=mask.enforcer(model),
+            lr_at=recipe.lr_at,
+            resume=progress["loop"] if progress else None,
+            on_checkpoint=save_progress,
+            on_iteration=capture_rewind,
+            description=f"round {round_index}/{cfg.rounds}",
+            device=device,
+        )
+        summary = early_stop_summary(curve)
+        row = {
+            "round": round_index,
+            "weights_remaining_pct": mask.weights_remaining_pct(),
+            "sparsity_pct": 100.0 * mask.sparsity(),
+            **summary,
+            "run_type": cfg.run_type,
+            "arch": recipe.arch,
+            "seed": cfg.seed,
+            "wall_time_s": elapsed_before + time.perf_counter() - started,
+            **cfg.extra_columns,
+        }
+        trained = to_cpu(model.state_dict())
+        state["rows"].append(row)
+        state["curve"].extend({"round": round_index, **point} for point in curve)
+        state["mask"] = mask.state_dict()
+        state["trained"] = trained
+        if round_index == 0:
+            state["dense_trained"] = trained
+            state["rewind"] = captured["rewind"]
+        state["next_round"] = round_index + 1
+        run.save_state(state)
+        run.clear_progress()
+        run.write_results(state["rows"], state["curve"])
+        rounds_bar.update(1)
+        if not quiet:
+            tqdm.write(
+                f"round {round_index:>2}: {row['weights_remaining_pct']:6.2f}% weights remain, "
+                f"early stop at {row['early_stop_iteration']} (val loss {row['val_loss']:.4f}), "
+                f"test acc {row['test_accuracy_early_stop']:.2f}% there, {row['test_accuracy_final']:.2f}% at end"
+            )
+    rounds_bar.close()
+    atomic_write_text(run.path / "finished", time.strftime("%Y-%m-%dT%H:%M:%S\n"))
+    return state["rows"]

@@ -1,0 +1,116 @@
+"""Figure helpers shared by the families' plot scripts; they read only rounds.csv and curve.csv.
+
+Points are matched across seeds by round (never by float equality of the weights-remaining value),
+and each condition is a separate line (e.g. dropout and no-dropout runs are never pooled).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
+
+from lth.errors import UserError  # noqa: E402
+from lth.results import CURVE_COLUMNS, ROUND_COLUMNS  # noqa: E402
+from lth.storage import atomic_savefig  # noqa: E402
+
+IDENTITY_EXCLUDED = set(ROUND_COLUMNS) - {"run_type", "arch", "seed"}
+
+
+def load_rounds(results_dir: str | os.PathLike) -> pd.DataFrame:
+    """Every run's rounds.csv under `results_dir`, with a `run` column naming its directory."""
+    frames = []
+    for path in sorted(Path(results_dir).rglob("rounds.csv")):
+        frame = pd.read_csv(path)
+        frame["run"] = path.parent.name
+        frames.append(frame)
+    if not frames:
+        raise UserError(f"no rounds.csv found under {results_dir}; run some experiments first or pass the right directory")
+    return pd.concat(frames, ignore_index=True)
+
+
+def load_curves(results_dir: str | os.PathLike) -> pd.DataFrame:
+    """Every run's curve.csv, tagged with its run's identity columns (run_type, arch, seed, family extras)."""
+    frames = []
+    for path in sorted(Path(results_dir).rglob("curve.csv")):
+        rounds_path = path.parent / "rounds.csv"
+        if not rounds_path.exists():
+            continue
+        curve = pd.read_csv(path)
+        rounds = pd.read_csv(rounds_path)
+        identity = [c for c in rounds.columns if c not in IDENTITY_EXCLUDED and c not in CURVE_COLUMNS]
+        tags = rounds[["round", "weights_remaining_pct", *identity]]
+        curve = curve.merge(tags, on="round", how="left")
+        curve["run"] = path.parent.name
+        frames.append(curve)
+    if not frames:
+        raise UserError(f"no curve.csv found under {results_dir}")
+    return pd.concat(frames, ignore_index=True)
+
+
+def mean_min_max(frame: pd.DataFrame, by: list[str], value: str) -> pd.DataFrame:
+    """Mean, min and max of `value` over seeds, per group; x is the mean weights remaining of the group."""
+    grouped = frame.groupby(by, dropna=False)
+    result = grouped[value].agg(["mean", "min", "max", "count"]).reset_index()
+    if "weights_remaining_pct" in frame and "weights_remaining_pct" not in by:
+        result["weights_remaining_pct"] = grouped["weights_remaining_pct"].mean().values
+    return result
+
+
+def sparsity_axis(ax, values) -> None:
+    """Weights remaining on a log axis, decreasing to the right, ticked at the values plotted."""
+    ax.set_xscale("log")
+    ticks = sorted({round(float(v), 1) for v in values}, reverse=True)
+    if len(ticks) > 10:
+        ticks = ticks[:: max(1, len(ticks) // 10)]
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticklabels([f"{t:g}" for t in ticks])
+    lo, hi = min(values), max(values)
+    ax.set_xlim(hi * 1.15, lo / 1.15)
+    ax.set_xlabel("weights remaining (%)")
+    ax.grid(True, which="major", alpha=0.3)
+
+
+def plot_mean_range(ax, stats: pd.DataFrame, x: str, label: str, color=None, linestyle="-", marker="o") -> None:
+    stats = stats.sort_values(x, ascending=False)
+    line = ax.plot(stats[x], stats["mean"], label=label, color=color, linestyle=linestyle, marker=marker, markersize=3)[0]
+    ax.fill_between(stats[x], stats["min"], stats["max"], color=line.get_color(), alpha=0.2, linewidth=0)
+
+
+def save_figure(figure, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    figure.tight_layout()
+    atomic_savefig(figure, path, dpi=150)
+    plt.close(figure)
+    return path
+
+
+RUN_TYPE_STYLE = {
+    "winning_ticket": ("winning ticket", "tab:blue", "-"),
+    "random_reinit": ("random re-init", "tab:orange", "--"),
+    "random_prune": ("random pruning", "tab:green", ":"),
+}
+
+
+def plot_early_stop_panels(rounds: pd.DataFrame, path: str | os.PathLike, title: str) -> Path:
+    """Frankle & Carbin's Figure 4 shape: early-stop iteration and test accuracy at early stop vs
+    weights remaining, one line per run type, mean with min/max over seeds."""
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for run_type, group in rounds.groupby("run_type"):
+        label, color, style = RUN_TYPE_STYLE.get(run_type, (run_type, None, "-"))
+        for ax, value in zip(axes, ("early_stop_iteration", "test_accuracy_early_stop")):
+            plot_mean_range(ax, mean_min_max(group, ["round"], value), "weights_remaining_pct", label, color, style)
+    for ax, ylabel in zip(axes, ("early-stop iteration (min validation loss)", "test accuracy at early stop (%)")):
+        sparsity_axis(ax, rounds["weights_remaining_pct"])
+        ax.set_ylabel(ylabel)
+        ax.legend()
+    seeds = rounds.groupby("run_type")["seed"].nunique().max()
+    figure.suptitle(f"{title} (mean, band = min..max over {seeds} seed{'s' if seeds > 1 else ''})")
+    return save_figure(figure, path)

@@ -1,0 +1,187 @@
+"""Run directories: settings, per-round and curve CSVs, resumable state, and a lock.
+
+Layout of one run (its name is readable and built from its settings):
+
+    <output_dir>/<run name>/
+        settings.json     every setting of the run (compared on restart; a mismatch is refused)
+        rounds.csv        one row per pruning round (ROUND_COLUMNS, then family-specific columns)
+        curve.csv         one row per evaluation (CURVE_COLUMNS)
+        state.pt          what the next round needs (masks, rewind weights, rows so far)
+        progress.pt       the round in flight: weights, optimiser, RNG, iteration (deleted at round end)
+        .lock             host and pid of the process working here
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from lth.errors import UserError
+from lth.storage import (
+    DirectoryLock,
+    atomic_torch_save,
+    atomic_write_json,
+    atomic_write_text,
+    load_checkpoint,
+    read_json,
+)
+
+ROUND_COLUMNS = [
+    "round",
+    "weights_remaining_pct",
+    "sparsity_pct",
+    "early_stop_iteration",
+    "val_loss",
+    "val_accuracy",
+    "test_accuracy_early_stop",
+    "test_accuracy_final",
+    "run_type",
+    "arch",
+    "seed",
+    "wall_time_s",
+]
+CURVE_COLUMNS = ["round", "iteration", "train_loss", "val_loss", "val_accuracy", "test_loss", "test_accuracy"]
+
+# Settings that say where things are, not what is computed: they may change between restarts.
+LOCATION_SETTINGS = frozenset({"data_dir", "output_dir", "save_dir", "checkpoint_every", "device", "quiet"})
+
+
+def format_value(value: Any) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        return repr(round(value, 6))
+    return str(value)
+
+
+def rows_to_csv(rows: list[dict], columns: list[str]) -> str:
+    extra = [k for row in rows for k in row if k not in columns]
+    header = columns + list(dict.fromkeys(extra))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow([format_value(row[c]) if c in row else "" for c in header])
+    return buffer.getvalue()
+
+
+def write_csv(path: str | os.PathLike, rows: list[dict], columns: list[str]) -> None:
+    atomic_write_text(path, rows_to_csv(rows, columns))
+
+
+def settings_differences(saved: dict, current: dict) -> list[str]:
+    keys = (set(saved) | set(current)) - LOCATION_SETTINGS
+    return sorted(k for k in keys if saved.get(k) != current.get(k))
+
+
+def run_name(parts: list[tuple[str, Any]]) -> str:
+    """A readable directory name from (label, value) pairs, e.g. lenet_iterative_winning_ticket_seed42."""
+    pieces = []
+    for label, value in parts:
+        text = str(value).replace(".", "p").replace("/", "-")
+        pieces.append(f"{label}{text}")
+    return "_".join(pieces)
+
+
+def ensure_output_dir(path: str | os.PathLike, flag: str = "--output_dir") -> Path:
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{flag} {path} is a file; give a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"{flag} {path} cannot be created ({error.strerror})") from None
+    if not os.access(path, os.W_OK):
+        raise UserError(f"{flag} {path} is not writable")
+    return path
+
+
+class RunDirectory:
+    """One run's directory; `open()` locks it and checks its settings against the saved ones."""
+
+    def __init__(self, output_dir: str | os.PathLike, name: str, settings: dict, flag: str = "--output_dir"):
+        self.root = Path(output_dir)
+        self.flag = flag
+        self.path = self.root / name
+        self.name = name
+        self.settings = settings
+        self.lock = DirectoryLock(self.path)
+
+    # --- opening ------------------------------------------------------------------------
+    def open(self) -> RunDirectory:
+        ensure_output_dir(self.root, self.flag)
+        self.path.mkdir(exist_ok=True)
+        self.lock.acquire()
+        try:
+            self._check_settings()
+        except BaseException:
+            self.lock.release()
+            raise
+        return self
+
+    def _check_settings(self) -> None:
+        settings_path = self.path / "settings.json"
+        if settings_path.exists():
+            saved = read_json(settings_path, "settings file")
+            differing = settings_differences(saved, self.settings)
+            if differing:
+                detail = ", ".join(f"{k}: saved {saved.get(k)!r}, now {self.settings.get(k)!r}" for k in differing[:4])
+                raise UserError(
+                    f"run directory {self.path} holds a run with other settings ({detail}); "
+                    f"use another {self.flag} or delete that directory"
+                )
+        else:
+            atomic_write_json(settings_path, self.settings)
+
+    def close(self) -> None:
+        self.lock.release()
+
+    def __enter__(self) -> RunDirectory:
+        return self.open()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- files --------------------------------------------------------------------------
+    @property
+    def rounds_csv(self) -> Path:
+        return self.path / "rounds.csv"
+
+    @property
+    def curve_csv(self) -> Path:
+        return self.path / "curve.csv"
+
+    def write_results(self, rounds: list[dict], curve: list[dict]) -> None:
+        write_csv(self.curve_csv, curve, CURVE_COLUMNS)
+        write_csv(self.rounds_csv, rounds, ROUND_COLUMNS)
+
+    def load_state(self) -> dict | None:
+        path = self.path / "state.pt"
+        return load_checkpoint(path, "run state") if path.exists() else None
+
+    def save_state(self, state: dict) -> None:
+        atomic_torch_save(self.path / "state.pt", state)
+
+    def load_progress(self) -> dict | None:
+        path = self.path / "progress.pt"
+        return load_checkpoint(path, "round checkpoint") if path.exists() else None
+
+    def save_progress(self, progress: dict) -> None:
+        atomic_torch_save(self.path / "progress.pt", progress)
+
+    def clear_progress(self) -> None:
+        (self.path / "progress.pt").unlink(missing_ok=True)
+
+
+def is_finished(run_path: str | os.PathLike) -> bool:
+    """Finished runs carry a `finished` marker written after their last round's results."""
+    return (Path(run_path) / "finished").exists()
+
+
+def read_csv_rows(path: str | os.PathLike) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))

@@ -1,0 +1,151 @@
+"""Config files as sweeps: one run per line, run locally in turn or as a cluster array job.
+
+A config file holds one line of flags per run for an entry script; blank lines and `#` comments
+are ignored. Every line is parsed by the script's own parser before anything starts, so a bad
+line is reported with its number. Under LSF (`$LSB_JOBINDEX`) or SLURM (`$SLURM_ARRAY_TASK_ID`)
+only the line of that index runs (1-based, counting run lines only).
+
+An entry script takes part by defining `parse_args(argv)`, `run_directory(args) -> Path` and
+`main(argv)`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+from tqdm.auto import tqdm
+
+from lth.errors import UserError
+from lth.results import is_finished
+
+ARRAY_INDEX_VARIABLES = ("LSB_JOBINDEX", "SLURM_ARRAY_TASK_ID")
+FAMILY_MODULES = ("data", "models", "model", "pruning", "trainer", "plotter", "train")
+
+
+@dataclass
+class ConfigLine:
+    number: int  # line number in the file, for messages
+    argv: list[str]
+
+    @property
+    def text(self) -> str:
+        return shlex.join(self.argv)
+
+
+def read_config(path: str | os.PathLike) -> list[ConfigLine]:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise UserError(f"config file {path} cannot be read ({error.strerror})") from None
+    lines = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        stripped = raw.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        try:
+            argv = shlex.split(stripped, comments=True)
+        except ValueError as error:
+            raise UserError(f"{path} line {number}: cannot be split into flags ({error})") from None
+        lines.append(ConfigLine(number, argv))
+    if not lines:
+        raise UserError(f"config file {path} holds no runs")
+    return lines
+
+
+@contextlib.contextmanager
+def _script_folder_on_path(folder: Path):
+    """Entry scripts import their family's modules by plain name; isolate them per folder."""
+    saved = {name: sys.modules.pop(name) for name in FAMILY_MODULES if name in sys.modules}
+    sys.path.insert(0, str(folder))
+    try:
+        yield
+    finally:
+        sys.path.remove(str(folder))
+        for name in FAMILY_MODULES:
+            sys.modules.pop(name, None)
+        sys.modules.update(saved)
+
+
+def load_script(script: str | os.PathLike) -> ModuleType:
+    script = Path(script).resolve()
+    if not script.is_file():
+        raise UserError(f"entry script {script} does not exist")
+    with _script_folder_on_path(script.parent):
+        spec = importlib.util.spec_from_file_location(f"lth_entry_{script.parent.name}_{script.stem}".replace("-", "_"), script)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    for needed in ("parse_args", "run_directory", "main"):
+        if not hasattr(module, needed):
+            raise UserError(f"entry script {script} does not define {needed}(); it cannot be swept")
+    return module
+
+
+def check_lines(script_module: ModuleType, config: Path, lines: list[ConfigLine]) -> list[Path]:
+    """Parse every line with the script's parser; returns each run's directory."""
+    directories = []
+    for line in lines:
+        try:
+            args = script_module.parse_args(line.argv)
+        except UserError as error:
+            raise UserError(f"{config} line {line.number}: {error}") from None
+        directories.append(Path(script_module.run_directory(args)))
+    return directories
+
+
+def array_index() -> int | None:
+    for variable in ARRAY_INDEX_VARIABLES:
+        value = os.environ.get(variable)
+        if value not in (None, "", "0"):
+            try:
+                return int(value)
+            except ValueError:
+                raise UserError(f"${variable}={value!r} is not an array index") from None
+    return None
+
+
+def select_line(lines: list[ConfigLine], index: int, config: Path) -> ConfigLine:
+    if not 1 <= index <= len(lines):
+        raise UserError(f"array index {index} is outside 1..{len(lines)}, the runs in {config}; size the array to the config file")
+    return lines[index - 1]
+
+
+def run_line(script: Path, line: ConfigLine) -> int:
+    """Run one config line as its own process (a crash in one run never takes the sweep down)."""
+    return subprocess.call([sys.executable, "-u", str(script), *line.argv], cwd=script.parent)
+
+
+def sweep(config: str | os.PathLike, script: str | os.PathLike, dry_run: bool = False) -> int:
+    """Run the config file's unfinished lines (or, inside an array job, the line of its index)."""
+    config, script = Path(config), Path(script)
+    lines = read_config(config)
+    module = load_script(script)
+    directories = check_lines(module, config, lines)
+    index = array_index()
+    todo = list(zip(lines, directories))
+    if index is not None:
+        todo = [todo[lines.index(select_line(lines, index, config))]]
+    failures = 0
+    pending = [(line, d) for line, d in todo if not is_finished(d)]
+    for line, d in todo:
+        if is_finished(d):
+            print(f"line {line.number}: finished earlier ({d.name}); skipping")
+    if dry_run:
+        for line, _ in pending:
+            print(f"would run line {line.number}: {script.name} {line.text}")
+        return 0
+    for line, _ in tqdm(pending, desc=f"sweep {config.name}", unit="run", disable=len(pending) < 2):
+        print(f"line {line.number}: {script.name} {line.text}", flush=True)
+        code = run_line(script, line)
+        if code != 0:
+            failures += 1
+            print(f"line {line.number} failed with exit status {code}", file=sys.stderr)
+    return 1 if failures else 0

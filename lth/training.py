@@ -1,0 +1,190 @@
+"""One iteration-based training loop for every family.
+
+The loop trains for a fixed number of iterations, evaluates every `eval_every` iterations (and at
+the first and last), re-zeroes pruned weights after every optimiser step, and can hand its whole
+state to a callback every `checkpoint_every` iterations so a killed run resumes bit for bit.
+What differs between families comes in as arguments: the batches, the loss of a batch, the
+evaluation, the optimiser and the learning-rate schedule.
+
+Inside the step loop nothing waits on the device: the training loss is summed as a tensor and
+read once per evaluation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+Batch = Any
+StepLoss = Callable[[nn.Module, Batch], torch.Tensor]
+Evaluate = Callable[[nn.Module], dict[str, float]]
+
+
+@dataclass
+class RoundSchedule:
+    """How long one round trains and how often it reports and checkpoints (all in iterations)."""
+
+    iterations: int
+    eval_every: int
+    checkpoint_every: int = 0  # 0: only the round's end is saved
+    start_iteration: int = 0  # > 0 after rewinding to iteration k: the round trains from k to `iterations`
+
+    def evaluation_points(self) -> list[int]:
+        points = set(range(self.start_iteration, self.iterations, self.eval_every))
+        points.add(self.iterations)
+        return sorted(points)
+
+
+def classification_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    x, y = batch
+    return F.cross_entropy(model(x), y)
+
+
+@torch.no_grad()
+def evaluate_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 5000) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy (%) over device tensors, in large batches."""
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=x.device)
+    correct = torch.zeros((), device=x.device, dtype=torch.long)
+    with autocast_for(x.device):
+        for start in range(0, len(x), batch_size):
+            logits = model(x[start : start + batch_size]).float()
+            target = y[start : start + batch_size]
+            loss_sum += F.cross_entropy(logits, target, reduction="sum")
+            correct += (logits.argmax(1) == target).sum()
+    model.train(was_training)
+    return loss_sum.item() / len(x), 100.0 * correct.item() / len(x)
+
+
+def image_evaluator(val_x, val_y, test_x, test_y, batch_size: int = 5000) -> Evaluate:
+    def evaluate(model: nn.Module) -> dict[str, float]:
+        val_loss, val_acc = evaluate_classifier(model, val_x, val_y, batch_size)
+        test_loss, test_acc = evaluate_classifier(model, test_x, test_y, batch_size)
+        return {"val_loss": val_loss, "val_accuracy": val_acc, "test_loss": test_loss, "test_accuracy": test_acc}
+
+    return evaluate
+
+
+def autocast_for(device: torch.device | str):
+    """bf16 autocast on CUDA (tensor cores); full precision elsewhere, so CPU runs are exact."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def train_round(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: Callable[[int], Batch],
+    step_loss: StepLoss,
+    evaluate: Evaluate,
+    schedule: RoundSchedule,
+    enforce_mask: Callable[[], None] = lambda: None,
+    lr_at: Callable[[int], float] | None = None,
+    resume: dict | None = None,
+    on_checkpoint: Callable[[dict], None] | None = None,
+    on_iteration: Callable[[int], None] | None = None,
+    description: str = "training",
+    device: torch.device | str = "cpu",
+) -> list[dict[str, float]]:
+    """Train one round and return its curve: one row per evaluation (iteration, train_loss, metrics).
+
+    `resume` is a dict previously passed to `on_checkpoint`; training continues from it exactly.
+    `on_iteration(i)` runs before step i (used to snapshot the weights at a rewind iteration).
+    """
+    model.train()
+    points = schedule.evaluation_points()
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        torch.set_rng_state(resume["cpu_rng"])
+        if resume.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state(resume["cuda_rng"])
+        iteration = resume["iteration"]
+        curve = list(resume["curve"])
+        loss_sum = resume["loss_sum"].to(device)
+        loss_count = resume["loss_count"]
+    else:
+        iteration, curve = schedule.start_iteration, []
+        loss_sum, loss_count = torch.zeros((), device=device), 0
+
+    def record(at: int) -> None:
+        nonlocal loss_sum, loss_count
+        row = {"iteration": at, "train_loss": (loss_sum.item() / loss_count) if loss_count else float("nan")}
+        row.update(evaluate(model))
+        curve.append(row)
+        loss_sum, loss_count = torch.zeros((), device=device), 0
+
+    def checkpoint() -> None:
+        if on_checkpoint is None:
+            return
+        on_checkpoint(
+            {
+                "iteration": iteration,
+                "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+                "optimizer": optimizer.state_dict(),
+                "cpu_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
+                "curve": list(curve),
+                "loss_sum": loss_sum.detach().cpu().clone(),
+                "loss_count": loss_count,
+            }
+        )
+
+    recorded = {row["iteration"] for row in curve}
+    total = schedule.iterations - schedule.start_iteration
+    with tqdm(total=total, initial=iteration - schedule.start_iteration, desc=description, leave=False,
+              mininterval=1.0, dynamic_ncols=True) as bar:
+        while True:
+            if iteration in points and iteration not in recorded:
+                record(iteration)
+                recorded.add(iteration)
+            if iteration >= schedule.iterations:
+                break
+            if schedule.checkpoint_every and iteration > schedule.start_iteration and (
+                (iteration - schedule.start_iteration) % schedule.checkpoint_every == 0
+            ) and (resume is None or iteration != resume["iteration"]):
+                checkpoint()
+            if on_iteration is not None:
+                on_iteration(iteration)
+            if lr_at is not None:
+                lr = lr_at(iteration)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+            batch = batches(iteration)
+            with autocast_for(device):
+                loss = step_loss(model, batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            enforce_mask()
+            loss_sum += loss.detach().float()
+            loss_count += 1
+            iteration += 1
+            if iteration % 50 == 0 or iteration == schedule.iterations:
+                bar.update(iteration - schedule.start_iteration - bar.n)
+    return curve
+
+
+def early_stop_summary(curve: list[dict[str, float]]) -> dict[str, float]:
+    """Early stopping: the evaluation with the lowest validation loss (earliest on ties).
+
+    Selection reads validation only; test accuracy is reported there and at the end.
+    """
+    best = min(curve, key=lambda row: (row["val_loss"], row["iteration"]))
+    return {
+        "early_stop_iteration": best["iteration"],
+        "val_loss": best["val_loss"],
+        "val_accuracy": best["val_accuracy"],
+        "test_accuracy_early_stop": best["test_accuracy"],
+        "test_accuracy_final": curve[-1]["test_accuracy"],
+    }
