@@ -49,6 +49,10 @@ class IMPRecipe:
     lr_at: Callable[[int], float] | None = None
     prunable_names: list[str] | None = None
     device: str = "cpu"
+    # Turns a round's curve into its row's metric columns; image families select on validation loss.
+    summarize: Callable[[list[dict]], dict] = early_stop_summary
+    # One line printed per finished round (None: the image families' early-stop line).
+    describe_row: Callable[[dict], str] | None = None
 
 
 @dataclass
@@ -59,6 +63,14 @@ class IMPSettings:
     run_type: str = "winning_ticket"
     rewind_iteration: int = 0
     extra_columns: dict[str, Any] = field(default_factory=dict)
+
+
+def describe_early_stop_row(row: dict) -> str:
+    return (
+        f"round {row['round']:>2}: {row['weights_remaining_pct']:6.2f}% weights remain, "
+        f"early stop at {row['early_stop_iteration']} (val loss {row['val_loss']:.4f}), "
+        f"test acc {row['test_accuracy_early_stop']:.2f}% there, {row['test_accuracy_final']:.2f}% at end"
+    )
 
 
 def _policy_for(recipe: IMPRecipe, mask: Mask):
@@ -175,7 +187,7 @@ def run_imp(run: RunDirectory, recipe: IMPRecipe, cfg: IMPSettings, quiet: bool 
             description=f"round {round_index}/{cfg.rounds}",
             device=device,
         )
-        summary = early_stop_summary(curve)
+        summary = recipe.summarize(curve)
         row = {
             "round": round_index,
             "weights_remaining_pct": mask.weights_remaining_pct(),
@@ -201,11 +213,7 @@ def run_imp(run: RunDirectory, recipe: IMPRecipe, cfg: IMPSettings, quiet: bool 
         run.write_results(state["rows"], state["curve"])
         rounds_bar.update(1)
         if not quiet:
-            tqdm.write(
-                f"round {round_index:>2}: {row['weights_remaining_pct']:6.2f}% weights remain, "
-                f"early stop at {row['early_stop_iteration']} (val loss {row['val_loss']:.4f}), "
-                f"test acc {row['test_accuracy_early_stop']:.2f}% there, {row['test_accuracy_final']:.2f}% at end"
-            )
+            tqdm.write((recipe.describe_row or describe_early_stop_row)(row))
     rounds_bar.close()
     atomic_write_text(run.path / "finished", time.strftime("%Y-%m-%dT%H:%M:%S\n"))
     return state["rows"]
