@@ -63,6 +63,11 @@ class IMPSettings:
     run_type: str = "winning_ticket"
     rewind_iteration: int = 0
     extra_columns: dict[str, Any] = field(default_factory=dict)
+    # Round 0 also keeps the weights at these iterations (state["snapshots"]), so later runs can rewind to them.
+    snapshot_iterations: tuple[int, ...] = ()
+    # Where a run with no saved state starts (e.g. `start_from_dense` of a dense round trained earlier);
+    # None: a fresh initialisation and round 0 trained here.
+    initial_state: Callable[[], dict] | None = None
 
 
 def describe_early_stop_row(row: dict) -> str:
@@ -92,6 +97,32 @@ def _new_state(recipe: IMPRecipe, cfg: IMPSettings) -> dict:
         "mask": Mask.dense(model, recipe.prunable_names).state_dict(),
         "rows": [],
         "curve": [],
+    }
+
+
+def start_from_dense(dense: dict, cfg: IMPSettings) -> dict:
+    """The state of a run whose round 0 is a dense round trained earlier (a finished `rounds=0` run's state).
+
+    Training round 0 here would give the same weights and rows (same seed and recipe), so a dense run
+    shared by several runs (rewinding points, controls) replaces it. Rewinding to k > 0 needs the dense
+    run to have kept a snapshot at k (`snapshot_iterations`).
+    """
+    if dense.get("next_round", 0) < 1 or not dense.get("rows"):
+        raise ValueError("the dense run has not finished its round 0")
+    k = cfg.rewind_iteration
+    snapshots = dense.get("snapshots") or {}
+    if k > 0 and k not in snapshots:
+        raise ValueError(f"the dense run kept no weights at iteration {k} (it kept {sorted(snapshots)})")
+    row = {**dense["rows"][0], "run_type": cfg.run_type, "seed": cfg.seed, **cfg.extra_columns}
+    return {
+        "next_round": 1,
+        "init": dense["init"],
+        "rewind": snapshots[k] if k > 0 else None,
+        "dense_trained": dense["dense_trained"],
+        "trained": dense["dense_trained"],
+        "mask": dense["mask"],
+        "rows": [row],
+        "curve": [point for point in dense["curve"] if point["round"] == 0],
     }
 
 
@@ -128,7 +159,13 @@ def run_imp(run: RunDirectory, recipe: IMPRecipe, cfg: IMPSettings, quiet: bool 
         state = run.load_state()
         return state["rows"] if state else []
 
-    state = run.load_state() or _new_state(recipe, cfg)
+    state = run.load_state()
+    if state is None and cfg.initial_state is not None:
+        state = cfg.initial_state()
+        run.save_state(state)
+        run.write_results(state["rows"], state["curve"])
+    if state is None:
+        state = _new_state(recipe, cfg)
     device = torch.device(recipe.device)
     model = recipe.model_factory().to(device)
     if recipe.device != "cpu" and device.type == "cuda":
@@ -149,13 +186,18 @@ def run_imp(run: RunDirectory, recipe: IMPRecipe, cfg: IMPSettings, quiet: bool 
         mask = mask.to(device)
         mask.apply(model)
 
-        captured = {"rewind": progress.get("rewind") if progress else None}
+        captured = {
+            "rewind": progress.get("rewind") if progress else None,
+            "snapshots": dict(progress.get("snapshots") or {}) if progress else {},
+        }
         elapsed_before = progress["elapsed"] if progress else 0.0
         started = time.perf_counter()
 
         def capture_rewind(iteration: int) -> None:
             if round_index == 0 and k > 0 and iteration == k:
                 captured["rewind"] = to_cpu(model.state_dict())
+            if round_index == 0 and iteration in cfg.snapshot_iterations:
+                captured["snapshots"][iteration] = to_cpu(model.state_dict())
 
         def save_progress(loop_state: dict) -> None:
             run.save_progress({
@@ -163,6 +205,7 @@ def run_imp(run: RunDirectory, recipe: IMPRecipe, cfg: IMPSettings, quiet: bool 
                 "mask": mask.state_dict(),
                 "loop": loop_state,
                 "rewind": captured["rewind"],
+                "snapshots": captured["snapshots"],
                 "elapsed": elapsed_before + time.perf_counter() - started,
             })
 
@@ -207,6 +250,8 @@ def run_imp(run: RunDirectory, recipe: IMPRecipe, cfg: IMPSettings, quiet: bool 
         if round_index == 0:
             state["dense_trained"] = trained
             state["rewind"] = captured["rewind"]
+            if cfg.snapshot_iterations:
+                state["snapshots"] = captured["snapshots"]
         state["next_round"] = round_index + 1
         run.save_state(state)
         run.clear_progress()

@@ -92,12 +92,18 @@ def load_script(script: str | os.PathLike) -> ModuleType:
 def check_lines(script_module: ModuleType, config: Path, lines: list[ConfigLine]) -> list[Path]:
     """Parse every line with the script's parser; returns each run's directory."""
     directories = []
-    for line in lines:
-        try:
-            args = script_module.parse_args(line.argv)
-        except UserError as error:
-            raise UserError(f"{config} line {line.number}: {error}") from None
-        directories.append(Path(script_module.run_directory(args)))
+    folder = Path(script_module.__file__).parent
+    previous = os.getcwd()
+    os.chdir(folder)  # lines are run from the script's folder, so relative paths resolve there
+    try:
+        for line in lines:
+            try:
+                args = script_module.parse_args(line.argv)
+            except UserError as error:
+                raise UserError(f"{config} line {line.number}: {error}") from None
+            directories.append((folder / script_module.run_directory(args)).resolve())
+    finally:
+        os.chdir(previous)
     return directories
 
 

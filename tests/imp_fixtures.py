@@ -1,0 +1,40 @@
+"""A tiny, fast IMP setup on scikit-learn's digits for loop, rewinding and resume tests."""
+
+from __future__ import annotations
+
+import torch
+
+from lth.batches import ShuffledBatches
+from lth.datasets import load_digits
+from lth.demo import DigitsMLP
+from lth.imp import IMPRecipe
+from lth.pruning import LayerwisePruning, conv_fc_rates
+from lth.training import RoundSchedule, image_evaluator
+
+DIGITS = load_digits(seed=0)
+
+
+def digits_recipe(iterations: int = 60, eval_every: int = 20, checkpoint_every: int = 0, optimizer: str = "adam") -> IMPRecipe:
+    def make_optimizer(model):
+        if optimizer == "sgd":
+            return torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+        return torch.optim.Adam(model.parameters(), lr=2e-3)
+
+    return IMPRecipe(
+        arch="digits-MLP",
+        model_factory=DigitsMLP,
+        policy=LayerwisePruning(conv_fc_rates(DigitsMLP(), 0.0, 0.2)),
+        make_optimizer=make_optimizer,
+        batches=ShuffledBatches(DIGITS.train_x, DIGITS.train_y, 32, seed=0),
+        evaluate=image_evaluator(DIGITS.val_x, DIGITS.val_y, DIGITS.test_x, DIGITS.test_y),
+        schedule=RoundSchedule(iterations, eval_every, checkpoint_every),
+    )
+
+
+def csv_without_wall_time(path) -> list[str]:
+    lines = path.read_text().splitlines()
+    header = lines[0].split(",")
+    if "wall_time_s" not in header:
+        return lines
+    drop = header.index("wall_time_s")
+    return [",".join(v for i, v in enumerate(line.split(",")) if i != drop) for line in lines]

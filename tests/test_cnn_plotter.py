@@ -1,0 +1,106 @@
+"""CNN figures from rounds.csv files in the committed format: one per arch and dropout, matched by round."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from lth.results import ROUND_COLUMNS, write_csv
+from lth.sweep import _script_folder_on_path
+
+CNN = Path(__file__).resolve().parents[1] / "CNN"
+with _script_folder_on_path(CNN):
+    plotter = importlib.import_module("plotter")
+    main = importlib.import_module("main")
+
+
+def write_run(
+    root: Path, arch: str, run_type: str, dropout: float, seed: int, rounds: int = 4, lr: float = 2e-4
+) -> None:
+    rows = []
+    for r in range(rounds):
+        remaining = 100 * 0.8**r + 1e-5 * seed  # seeds differ in the 6th digit, as real runs do
+        rows.append(
+            {
+                "round": r,
+                "weights_remaining_pct": remaining,
+                "sparsity_pct": 100 - remaining,
+                "early_stop_iteration": 1000 + 100 * r + seed,
+                "val_loss": 1.0,
+                "val_accuracy": 60.0,
+                "test_accuracy_early_stop": 60 + r + (5 if dropout else 0) + seed / 10,
+                "test_accuracy_final": 59.0,
+                "run_type": run_type,
+                "arch": arch,
+                "seed": seed,
+                "wall_time_s": 1.0,
+                "dropout_rate": dropout,
+                "lr": lr,
+                "iterations": 2000,
+                "batch_size": 60,
+                "conv_prune_rate": 0.1,
+                "fc_prune_rate": 0.2,
+                "output_prune_rate": 0.1,
+                "augment": False,
+            }
+        )
+    name = f"{arch}_{run_type}_d{dropout}_seed{seed}".replace(".", "p")
+    write_csv(root / name / "rounds.csv", rows, ROUND_COLUMNS)
+
+
+@pytest.fixture
+def results(tmp_path):
+    for arch in ("Conv-2", "Conv-4"):
+        for dropout in (0.0, 0.5):
+            for run_type in ("winning_ticket", "random_reinit"):
+                for seed in (1, 2, 3):
+                    write_run(tmp_path, arch, run_type, dropout, seed)
+    write_run(tmp_path, "Conv-2", "random_prune", 0.0, 1)
+    return tmp_path
+
+
+def test_one_figure_per_arch_and_dropout(results):
+    groups = plotter.figure_groups(
+        pd.concat([pd.read_csv(p) for p in sorted(results.rglob("rounds.csv"))], ignore_index=True)
+    )
+    assert sorted(stem for stem, _, _ in groups) == [
+        "plot_Conv-2_d0",
+        "plot_Conv-2_d0p5",
+        "plot_Conv-4_d0",
+        "plot_Conv-4_d0p5",
+    ]
+    for _, _, frame in groups:
+        assert frame["dropout_rate"].nunique() == 1 and frame["arch"].nunique() == 1  # never pooled
+        # Matched by round: one point per round per run type, despite per-seed differences in x.
+        assert frame.groupby("run_type")["round"].nunique().eq(4).all()
+    no_dropout = dict((stem, frame) for stem, _, frame in groups)["plot_Conv-2_d0"]
+    assert set(no_dropout["run_type"]) == {"winning_ticket", "random_reinit", "random_prune"}
+    assert no_dropout.query("run_type == 'winning_ticket' and round == 2")[
+        "test_accuracy_early_stop"
+    ].mean() == pytest.approx(62.2)
+
+
+def test_figures_are_written_by_plot_mode(results, capsys):
+    main.main(["--mode", "plot", "--output_dir", str(results)])
+    pngs = sorted(p.name for p in results.glob("*.png"))
+    assert pngs == ["plot_Conv-2_d0.png", "plot_Conv-2_d0p5.png", "plot_Conv-4_d0.png", "plot_Conv-4_d0p5.png"]
+    assert all((results / p).stat().st_size > 10_000 for p in pngs)
+    assert "figure:" in capsys.readouterr().out
+
+
+def test_other_varying_settings_get_their_own_figures(tmp_path):
+    write_run(tmp_path, "Conv-6", "winning_ticket", 0.0, 1, lr=3e-4)
+    other = tmp_path / "other"
+    write_run(other, "Conv-6", "winning_ticket", 0.0, 1, lr=2e-4)
+    paths = plotter.plot_results(tmp_path)
+    assert sorted(p.name for p in paths) == ["plot_Conv-6_d0_lr-0p0002.png", "plot_Conv-6_d0_lr-0p0003.png"]
+
+
+def test_empty_results_is_a_one_line_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main.main(["--mode", "plot", "--output_dir", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "no rounds.csv" in capsys.readouterr().err

@@ -1,0 +1,201 @@
+"""The training loop and the IMP loop: masks hold, rewinding, controls, selection, determinism, resume."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from imp_fixtures import DIGITS, csv_without_wall_time, digits_recipe
+from lth.batches import ShuffledBatches
+from lth.demo import DigitsMLP
+from lth.imp import IMPSettings, _prepare_round, run_imp
+from lth.masks import Mask
+from lth.pruning import magnitude_scores
+from lth.results import RunDirectory
+from lth.rewinding import fresh_initialization, rewind, snapshot
+from lth.training import RoundSchedule, classification_loss, early_stop_summary, train_round
+
+
+def half_pruned_mask(model) -> Mask:
+    generator = torch.Generator().manual_seed(0)
+    return Mask({n: torch.rand(p.shape, generator=generator) < 0.5 for n, p in model.named_parameters() if n.endswith("weight")})
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd_momentum_weight_decay"])
+def test_pruned_weights_stay_exactly_zero_through_training(optimizer):
+    torch.manual_seed(0)
+    model = DigitsMLP()
+    mask = half_pruned_mask(model)
+    mask.apply(model)
+    if optimizer == "adam":
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-2)
+    # A warm optimiser state with momentum pointing at the pruned entries: the worst case.
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    opt.step()
+    mask.apply(model)
+    batches = ShuffledBatches(DIGITS.train_x, DIGITS.train_y, 32, seed=0)
+    train_round(model, opt, batches, classification_loss, lambda m: {"val_loss": 0.0}, RoundSchedule(30, 10),
+                enforce_mask=mask.enforcer(model))
+    params = dict(model.named_parameters())
+    for name, keep in mask.layers.items():
+        assert (params[name][~keep] == 0).all()
+        assert (params[name][keep] != 0).float().mean() > 0.99  # the survivors did train
+
+
+def test_rewinding_restores_saved_tensors_on_survivors():
+    torch.manual_seed(0)
+    model = DigitsMLP()
+    saved = snapshot(model)
+    mask = half_pruned_mask(model)
+    for p in model.parameters():
+        p.data.add_(1.0)
+    rewind(model, saved, mask)
+    params = dict(model.named_parameters())
+    for name, tensor in saved.items():
+        if name in mask.layers:
+            assert torch.equal(params[name][mask[name]], tensor[mask[name]])
+            assert (params[name][~mask[name]] == 0).all()
+        else:
+            assert torch.equal(params[name], tensor)  # biases rewind too, and are never masked
+
+
+def test_random_reinit_keeps_mask_changes_weights_and_is_seeded(tmp_path):
+    recipe = digits_recipe(iterations=20, eval_every=20)
+    settings = IMPSettings(rounds=2, seed=5, run_type="random_reinit")
+    with RunDirectory(tmp_path, "rr", {"k": 1}) as run:
+        run_imp(run, recipe, settings, quiet=True)
+        state = run.load_state()
+    ticket = IMPSettings(rounds=2, seed=5, run_type="winning_ticket")
+    mask_rr, weights_rr = _prepare_round(2, state, recipe, settings)
+    mask_wt, weights_wt = _prepare_round(2, state, recipe, ticket)
+    assert mask_rr.equals(mask_wt), "the control uses the same mask"
+    assert not torch.equal(weights_rr["layers.1.weight"], weights_wt["layers.1.weight"])
+    assert weights_wt["layers.1.weight"].equal(state["init"]["layers.1.weight"])
+    again = fresh_initialization(DigitsMLP, 123)
+    assert torch.equal(again["layers.1.weight"], fresh_initialization(DigitsMLP, 123)["layers.1.weight"])
+    # Same init distribution: Glorot normal's std for a 64->100 layer.
+    assert weights_rr["layers.1.weight"].std().item() == pytest.approx((2 / (64 + 100)) ** 0.5, rel=0.15)
+
+
+def test_iterative_pruning_ranks_weights_after_retraining(tmp_path):
+    recipe = digits_recipe(iterations=40, eval_every=20)
+    settings = IMPSettings(rounds=1, seed=0)
+    with RunDirectory(tmp_path, "wt", {"k": 1}) as run:
+        run_imp(run, recipe, settings, quiet=True)
+        state = run.load_state()
+    mask_next, _ = _prepare_round(2, state, recipe, IMPSettings(rounds=2, seed=0))
+    previous = Mask.from_state_dict(state["mask"])
+    from_trained = recipe.policy.prune(magnitude_scores(state["trained"], previous), previous)
+    from_stale = recipe.policy.prune(magnitude_scores(state["dense_trained"], previous), previous)
+    assert mask_next.equals(from_trained)
+    assert not mask_next.equals(from_stale), "round 1's retraining must change the ranking"
+
+
+def test_early_stop_selects_on_validation_never_test():
+    curve = [
+        {"iteration": 0, "val_loss": 2.0, "val_accuracy": 10.0, "test_accuracy": 10.0},
+        {"iteration": 100, "val_loss": 0.5, "val_accuracy": 90.0, "test_accuracy": 80.0},
+        {"iteration": 200, "val_loss": 0.7, "val_accuracy": 88.0, "test_accuracy": 99.0},
+        {"iteration": 300, "val_loss": 0.5, "val_accuracy": 91.0, "test_accuracy": 95.0},
+    ]
+    summary = early_stop_summary(curve)
+    assert summary["early_stop_iteration"] == 100  # lowest validation loss, earliest on ties
+    assert summary["test_accuracy_early_stop"] == 80.0
+    assert summary["test_accuracy_final"] == 95.0
+
+
+def test_late_rewinding_uses_weights_at_iteration_k(tmp_path):
+    recipe = digits_recipe(iterations=40, eval_every=20)
+    settings = IMPSettings(rounds=1, seed=0, rewind_iteration=10)
+    with RunDirectory(tmp_path, "late", {"k": 1}) as run:
+        run_imp(run, recipe, settings, quiet=True)
+        state = run.load_state()
+    # Replay the dense run's first 10 iterations by hand and compare with the saved rewind point.
+    torch.manual_seed(0)
+    model = DigitsMLP()
+    model.load_state_dict(state["init"])
+    optimizer = recipe.make_optimizer(model)
+    train_round(model, optimizer, recipe.batches, classification_loss, lambda m: {"val_loss": 0.0}, RoundSchedule(10, 10))
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, state["rewind"][name])
+    mask, weights = _prepare_round(1, state, recipe, settings)
+    assert weights is state["rewind"]
+    curve = [line for line in (run.curve_csv).read_text().splitlines()[1:] if line.startswith("1,")]
+    assert curve[0].split(",")[1] == "10", "after rewinding to k the round trains from iteration k"
+
+
+def run_to_end(path, name, settings, recipe=None) -> RunDirectory:
+    with RunDirectory(path, name, {"same": True}) as run:
+        run_imp(run, recipe or digits_recipe(checkpoint_every=20), settings, quiet=True)
+    return run
+
+
+def test_same_seed_gives_identical_csvs(tmp_path):
+    settings = IMPSettings(rounds=2, seed=3)
+    a = run_to_end(tmp_path / "a", "run", settings)
+    b = run_to_end(tmp_path / "b", "run", settings)
+    assert csv_without_wall_time(a.rounds_csv) == csv_without_wall_time(b.rounds_csv)
+    assert a.curve_csv.read_bytes() == b.curve_csv.read_bytes()
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("where", ["between_rounds", "inside_round"])
+def test_interrupted_run_resumes_to_identical_results(tmp_path, where):
+    settings = IMPSettings(rounds=3, seed=7, run_type="random_reinit")
+    reference = run_to_end(tmp_path / "ref", "run", settings)
+
+    recipe = digits_recipe(checkpoint_every=20)
+    calls = {"n": 0}
+    original_evaluate = recipe.evaluate
+
+    def evaluate_then_die(model):
+        calls["n"] += 1
+        # 4 evaluations per round (0, 20, 40, 60): die in round 1 after its checkpoint at iteration 40,
+        # or right after round 1's results were saved.
+        if where == "inside_round" and calls["n"] == 7:
+            raise Interrupt
+        if where == "between_rounds" and calls["n"] == 9:
+            raise Interrupt
+        return original_evaluate(model)
+
+    recipe.evaluate = evaluate_then_die
+    with pytest.raises(Interrupt):
+        run_to_end(tmp_path / "killed", "run", settings, recipe)
+    assert not (tmp_path / "killed" / "run" / "finished").exists()
+    resumed = run_to_end(tmp_path / "killed", "run", settings)
+    assert csv_without_wall_time(resumed.rounds_csv) == csv_without_wall_time(reference.rounds_csv)
+    assert resumed.curve_csv.read_bytes() == reference.curve_csv.read_bytes()
+
+
+def test_finished_run_does_nothing_when_started_again(tmp_path, capsys):
+    settings = IMPSettings(rounds=1, seed=0)
+    run = run_to_end(tmp_path, "run", settings)
+    before = {p.name: p.read_bytes() for p in run.path.iterdir() if p.is_file()}
+    run_to_end(tmp_path, "run", settings)
+    assert "nothing to do" in capsys.readouterr().out
+    assert before == {p.name: p.read_bytes() for p in run.path.iterdir() if p.is_file()}
+
+
+def test_settings_mismatch_is_refused(tmp_path):
+    from lth.errors import UserError
+
+    with RunDirectory(tmp_path, "run", {"lr": 0.1}):
+        pass
+    with pytest.raises(UserError, match="other settings.*lr"):
+        RunDirectory(tmp_path, "run", {"lr": 0.2}).open()
+
+
+def test_second_writer_is_refused_while_the_first_holds_the_lock(tmp_path):
+    from lth.errors import RunLockedError
+
+    first = RunDirectory(tmp_path, "run", {}).open()
+    with pytest.raises(RunLockedError, match="in use by pid"):
+        RunDirectory(tmp_path, "run", {}).open()
+    first.close()
+    RunDirectory(tmp_path, "run", {}).open().close()
