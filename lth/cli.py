@@ -1,11 +1,12 @@
-"""`lth`: the cross-cutting jobs (demo, sweeps, summaries, ticket inspection, status, environment)."""
+"""`lth`: the cross-cutting jobs (demo, sweeps, status, summaries, ticket inspection, environment)."""
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from lth.arguments import ArgumentParser, positive_int
-from lth.errors import user_facing
+from lth.errors import UserError, user_facing
 
 
 def build_parser() -> ArgumentParser:
@@ -17,30 +18,76 @@ def build_parser() -> ArgumentParser:
     demo.add_argument("--rounds", type=positive_int, default=10)
     demo.add_argument("--iterations", type=positive_int, default=500)
 
-    sweep = commands.add_parser("sweep", help="run every unfinished line of a config file (or one array-job line)")
+    sweep = commands.add_parser("sweep", help="run every unfinished line of a config file, or submit it as an array job")
     sweep.add_argument("config", help="config file: one line of flags per run")
     sweep.add_argument("--script", default="main.py", help="entry script the lines are for (default: main.py beside the config)")
     sweep.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true", help="print what would run")
+    sweep.add_argument("--submit", choices=["lsf", "slurm"], help="write an array job sized to the config file")
+    sweep.add_argument("--yes", action="store_true", help="with --submit: also submit it (bsub / sbatch)")
 
-    summarize = commands.add_parser("summarize", help="one table of every run's rounds under a results directory")
+    status = commands.add_parser("status", help="finished, running, failed and missing runs")
+    status.add_argument("results_dir", nargs="?", help="directory holding run directories")
+    status.add_argument("--config", help="also list the config file's runs that have not started")
+    status.add_argument("--script", default="main.py")
+
+    summarize = commands.add_parser("summarize", help="mean/min/max of a rounds.csv column over seeds, per round")
     summarize.add_argument("results_dir")
     summarize.add_argument("--value", default="test_accuracy_early_stop", help="rounds.csv column to tabulate")
+
+    ticket = commands.add_parser("ticket", help="describe a BERT ticket file (masks, sparsity per layer, metadata)")
+    ticket.add_argument("path")
+
+    env = commands.add_parser("env", help="what a run will use here; non-zero exit if something needed is missing")
+    env.add_argument("--data_dir", default=None)
+    env.add_argument("--model_name_or_path", default="bert-base-uncased")
+    env.add_argument("--need", default="", help="comma-separated: cuda,mnist,cifar10,sst2,qqp,bert")
     return parser
 
 
 def summarize(results_dir: str, value: str) -> None:
     import pandas as pd
 
-    from lth.errors import UserError
     from lth.plotting import load_rounds, mean_min_max
 
     rounds = load_rounds(results_dir)
     if value not in rounds.columns:
         raise UserError(f"--value {value}: not a rounds.csv column (have {', '.join(rounds.columns)})")
-    identity = [c for c in ("arch", "mode", "run_type", "dropout_rate") if c in rounds.columns]
+    identity = [c for c in ("arch", "mode", "run_type", "dropout_rate", "rewind_iteration") if c in rounds.columns]
     stats = mean_min_max(rounds, [*identity, "round"], value)
     with pd.option_context("display.max_rows", 500, "display.width", 160):
         print(stats.round(3).to_string(index=False))
+
+
+def resolve_script(config: str, script: str) -> Path:
+    path = Path(script)
+    if not path.is_absolute() and not path.exists():
+        path = Path(config).resolve().parent / path
+    return path
+
+
+def show_status(results_dir: str | None, config: str | None, script: str) -> None:
+    from lth.cluster import round_progress, run_status
+
+    rows = []
+    if config:
+        from lth.sweep import check_lines, load_script, read_config
+
+        lines = read_config(config)
+        directories = check_lines(load_script(resolve_script(config, script)), Path(config), lines)
+        rows = [(f"line {line.number}", d) for line, d in zip(lines, directories)]
+    elif results_dir:
+        root = Path(results_dir)
+        if not root.is_dir():
+            raise UserError(f"results directory {root} does not exist")
+        rows = [("", p.parent) for p in sorted(root.rglob("settings.json"))]
+    else:
+        raise UserError("give a results directory or --config")
+    counts: dict[str, int] = {}
+    for label, path in rows:
+        state = run_status(path)
+        counts[state.split(" ")[0].rstrip(":")] = counts.get(state.split(" ")[0].rstrip(":"), 0) + 1
+        print(f"{label:<9} {state:<40} {round_progress(path):>10}  {path.name}")
+    print("total: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
 
 
 @user_facing
@@ -51,16 +98,26 @@ def main(argv: list[str] | None = None) -> None:
 
         run_demo(args.output_dir, rounds=args.rounds, iterations=args.iterations)
     elif args.command == "sweep":
-        from pathlib import Path
-
         from lth.sweep import sweep
 
-        script = Path(args.script)
-        if not script.is_absolute() and not script.exists():
-            script = Path(args.config).resolve().parent / script
-        sys.exit(sweep(args.config, script, dry_run=args.dry_run))
+        sys.exit(sweep(args.config, resolve_script(args.config, args.script), dry_run=args.dry_run,
+                       submit_to=args.submit, yes=args.yes))
+    elif args.command == "status":
+        show_status(args.results_dir, args.config, args.script)
     elif args.command == "summarize":
         summarize(args.results_dir, args.value)
+    elif args.command == "ticket":
+        from lth.tickets import describe_ticket
+
+        print(describe_ticket(args.path))
+    elif args.command == "env":
+        from lth.environment import NEEDS, report
+
+        needs = [n for n in args.need.split(",") if n]
+        unknown = [n for n in needs if n not in NEEDS]
+        if unknown:
+            raise UserError(f"--need {','.join(unknown)}: expected some of {','.join(NEEDS)}")
+        sys.exit(report(args.data_dir, args.model_name_or_path, needs))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 from collections.abc import Callable
@@ -14,6 +15,7 @@ import torch
 from lth.arguments import resolve_device
 from lth.imp import IMPRecipe, IMPSettings, run_imp
 from lth.results import RunDirectory, is_finished
+from lth.storage import atomic_write_text
 
 
 def seed_everything(seed: int) -> None:
@@ -30,6 +32,20 @@ def configure_threads() -> None:
 
 def settings_of(args: argparse.Namespace) -> dict:
     return {k: v for k, v in sorted(vars(args).items()) if not callable(v)}
+
+
+@contextlib.contextmanager
+def recording_failure(run_path: Path):
+    """Leave a `failed` note (for `lth status`) when a run stops on an error; clear it on success."""
+    marker = Path(run_path) / "failed"
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise
+    except BaseException as error:
+        atomic_write_text(marker, f"{type(error).__name__}: {error}\n")
+        raise
+    marker.unlink(missing_ok=True)
 
 
 def run_experiment(
@@ -49,9 +65,10 @@ def run_experiment(
         print(f"{run.path}: finished earlier; nothing to do")
         return run.path
     with run:
-        seed_everything(imp_settings.seed)
-        data = load_data(device)
-        recipe = build_recipe(args, data, device)
-        run_imp(run, recipe, imp_settings, quiet=getattr(args, "quiet", False))
+        with recording_failure(run.path):
+            seed_everything(imp_settings.seed)
+            data = load_data(device)
+            recipe = build_recipe(args, data, device)
+            run_imp(run, recipe, imp_settings, quiet=getattr(args, "quiet", False))
     print(f"results: {run.rounds_csv} and {run.curve_csv}")
     return run.path

@@ -129,12 +129,18 @@ def run_line(script: Path, line: ConfigLine) -> int:
     return subprocess.call([sys.executable, "-u", str(script), *line.argv], cwd=script.parent)
 
 
-def sweep(config: str | os.PathLike, script: str | os.PathLike, dry_run: bool = False) -> int:
+def sweep(config: str | os.PathLike, script: str | os.PathLike, dry_run: bool = False,
+          submit_to: str | None = None, yes: bool = False) -> int:
     """Run the config file's unfinished lines (or, inside an array job, the line of its index)."""
+    from lth.cluster import run_status, submit
+
     config, script = Path(config), Path(script)
     lines = read_config(config)
     module = load_script(script)
     directories = check_lines(module, config, lines)
+    if submit_to:
+        submit(submit_to, config.resolve(), script.resolve(), len(lines), yes)
+        return 0
     index = array_index()
     todo = list(zip(lines, directories))
     if index is not None:
@@ -148,7 +154,11 @@ def sweep(config: str | os.PathLike, script: str | os.PathLike, dry_run: bool = 
         for line, _ in pending:
             print(f"would run line {line.number}: {script.name} {line.text}")
         return 0
-    for line, _ in tqdm(pending, desc=f"sweep {config.name}", unit="run", disable=len(pending) < 2):
+    for line, directory in tqdm(pending, desc=f"sweep {config.name}", unit="run", disable=len(pending) < 2):
+        state = run_status(directory)
+        if state.startswith("running") or is_finished(directory):
+            print(f"line {line.number}: {state.replace('running', 'running elsewhere')}; skipping", flush=True)
+            continue
         print(f"line {line.number}: {script.name} {line.text}", flush=True)
         code = run_line(script, line)
         if code != 0:

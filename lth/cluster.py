@@ -1,0 +1,108 @@
+"""Cluster array jobs for a config file (LSF and SLURM) and the sweep status view."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import socket
+import subprocess
+from pathlib import Path
+
+from lth.errors import UserError
+from lth.results import is_finished
+from lth.storage import atomic_write_text
+
+DEFAULT_HEADERS = {
+    "lsf": ['#BSUB -n 4', '#BSUB -W 12:00', '#BSUB -R "rusage[mem=16G]"', '#BSUB -R "span[hosts=1]"',
+            '#BSUB -gpu "num=1:mode=exclusive_process"'],
+    "slurm": ["#SBATCH --gres=gpu:1", "#SBATCH --cpus-per-task=4", "#SBATCH --mem=16G", "#SBATCH --time=12:00:00"],
+}
+SUBMIT_COMMAND = {"lsf": "bsub", "slurm": "sbatch"}
+
+
+def folder_headers(folder: Path, system: str) -> list[str]:
+    """The resource lines of the folder's run script (its #BSUB or #SBATCH lines, less job name,
+    array and log lines, which are made per config file)."""
+    prefix = "#BSUB" if system == "lsf" else "#SBATCH"
+    skip = ("-J", "-o", "-e") if system == "lsf" else ("--job-name", "--array", "--output", "--error")
+    headers = []
+    for script in sorted(folder.glob("run_*.sh")):
+        for line in script.read_text().splitlines():
+            if line.startswith(prefix):
+                option = line[len(prefix):].strip().split(" ")[0].split("=")[0]
+                if option not in skip and line not in headers:
+                    headers.append(line)
+        if headers:
+            break
+    return headers or DEFAULT_HEADERS[system]
+
+
+def array_job_script(system: str, config: Path, script: Path, runs: int, max_parallel: int = 8) -> str:
+    """An array job sized to the config file: task i runs run line i through `lth sweep`."""
+    if system not in SUBMIT_COMMAND:
+        raise UserError(f"--submit {system}: expected lsf or slurm")
+    name = re.sub(r"[^A-Za-z0-9_]+", "_", f"{config.parent.name}_{config.stem}")
+    limit = f"%{max_parallel}" if max_parallel else ""
+    if system == "lsf":
+        head = [f'#BSUB -J "{name}[1-{runs}]{limit}"', *folder_headers(config.parent, "lsf"),
+                f"#BSUB -o outputs/{name}_%J_%I.out", f"#BSUB -e outputs/{name}_%J_%I.err"]
+        workdir = "${LS_SUBCWD:-$PWD}"
+    else:
+        head = [f"#SBATCH --job-name={name}", f"#SBATCH --array=1-{runs}{limit}", *folder_headers(config.parent, "slurm"),
+                f"#SBATCH --output=outputs/{name}_%A_%a.out", f"#SBATCH --error=outputs/{name}_%A_%a.err"]
+        workdir = "${SLURM_SUBMIT_DIR:-$PWD}"
+    body = [
+        "set -euo pipefail",
+        f'cd "{workdir}"',
+        "mkdir -p outputs",
+        f'exec "${{LTH_PYTHON:-python}}" -m lth sweep {shlex.quote(config.name)} --script {shlex.quote(script.name)}',
+    ]
+    return "\n".join(["#!/bin/bash", f"# {runs} runs of {config.name}; written by `lth sweep --submit {system}`", *head, *body]) + "\n"
+
+
+def submit(system: str, config: Path, script: Path, runs: int, yes: bool) -> Path:
+    job = config.parent / f"{config.stem}.{system}.sh"
+    (config.parent / "outputs").mkdir(exist_ok=True)
+    atomic_write_text(job, array_job_script(system, config, script, runs))
+    job.chmod(0o755)
+    print(job.read_text(), end="")
+    command = f"{SUBMIT_COMMAND[system]} < {job.name}" if system == "lsf" else f"sbatch {job.name}"
+    if not yes:
+        print(f"# written {job}; submit with: cd {config.parent} && {command}   (or add --yes)")
+        return job
+    try:
+        subprocess.run(command, shell=True, cwd=config.parent, check=True)
+    except (OSError, subprocess.CalledProcessError) as error:
+        raise UserError(f"`{command}` failed ({error}); is this a {system.upper()} login node?") from None
+    return job
+
+
+def run_status(run_path: Path) -> str:
+    """finished, running (a live lock holder), failed (last attempt raised), interrupted, or missing."""
+    if is_finished(run_path):
+        return "finished"
+    if not run_path.exists():
+        return "missing"
+    lock = run_path / ".lock"
+    if lock.exists():
+        try:
+            host, pid = lock.read_text().split()
+            if host != socket.gethostname():
+                return f"running (host {host})"
+            os.kill(int(pid), 0)
+            return f"running (pid {pid})"
+        except (ValueError, ProcessLookupError):
+            pass
+        except PermissionError:
+            return "running"
+    if (run_path / "failed").exists():
+        return "failed: " + (run_path / "failed").read_text().strip().splitlines()[-1][:120]
+    return "interrupted (start it again to resume)" if (run_path / "state.pt").exists() or (run_path / "progress.pt").exists() else "started"
+
+
+def round_progress(run_path: Path) -> str:
+    rounds = run_path / "rounds.csv"
+    if not rounds.exists():
+        return "-"
+    return f"{max(0, len(rounds.read_text().splitlines()) - 1)} rounds"
