@@ -29,6 +29,8 @@ VGG_DIR = REPO / "VGG"
 @pytest.fixture(scope="module")
 def vgg():
     """The family's modules, imported by plain name from VGG/ as its scripts do."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny convs gain nothing from a second thread and lose a lot on a busy machine
     with _script_folder_on_path(VGG_DIR):
         modules = {
             name: importlib.import_module(name)
@@ -36,6 +38,7 @@ def vgg():
         }
         yield type("VGGModules", (), modules)
         sys.modules.pop("main", None)
+    torch.set_num_threads(threads)
 
 
 def conv_shapes(width_channels: list[int]) -> list[tuple[int, int]]:
@@ -402,3 +405,30 @@ def test_run_experiments_picks_the_array_line(variable, index):
     assert len(planned) + len(finished) == 1
     if planned:
         assert planned[0].endswith(f"main.py {wanted}")
+
+
+def test_dense_round_killed_mid_round_resumes_with_the_same_snapshots(vgg, tmp_path):
+    settings = IMPSettings(rounds=0, seed=3, snapshot_iterations=(2, 9))
+    _, uninterrupted = run_tiny(vgg, tmp_path, "whole", ["--checkpoint_every", "4"], settings)
+
+    args = vgg.main.parse_args([*TINY, "--checkpoint_every", "4", "--output_dir", str(tmp_path)])
+    recipe = tiny_recipe(vgg, args, [])
+    batches = recipe.batches
+
+    def dies_at_10(iteration):
+        if iteration == 10:
+            raise KeyboardInterrupt  # killed after the checkpoint at 8, past the snapshot at 9
+        return batches(iteration)
+
+    recipe.batches = dies_at_10
+    with RunDirectory(tmp_path, "killed", {}) as run, pytest.raises(KeyboardInterrupt):
+        torch.manual_seed(3)
+        run_imp(run, recipe, settings, quiet=True)
+    assert (tmp_path / "killed" / "progress.pt").exists()
+    _, resumed = run_tiny(vgg, tmp_path, "killed", ["--checkpoint_every", "4"], settings)
+    assert sorted(resumed["snapshots"]) == [2, 9]
+    for iteration in (2, 9):
+        for key, value in uninterrupted["snapshots"][iteration].items():
+            assert torch.equal(resumed["snapshots"][iteration][key], value), (iteration, key)
+    for key, value in uninterrupted["trained"].items():
+        assert torch.equal(resumed["trained"][key], value), key

@@ -1,0 +1,99 @@
+"""VGG figures from rounds.csv: test accuracy vs weights remaining for each rewinding point and control,
+as the rewinding figure of Frankle et al. 2019 ("Stabilizing the Lottery Ticket Hypothesis").
+
+    python plotter.py                                # every run under results/, one figure per width
+    python plotter.py --results_dir results --metric early_stop
+
+Left panels: one per rewinding iteration, IMP (winning ticket) against random pruning and random
+re-init. Right panel: winning tickets of every rewinding point together. Mean over seeds, band =
+min..max; points are matched across seeds by round.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from trainer import RESULTS_DIR, width_label
+
+from lth.arguments import ArgumentParser
+from lth.errors import UserError, user_facing
+from lth.plotting import RUN_TYPE_STYLE, load_rounds, mean_min_max, plot_mean_range, save_figure, sparsity_axis
+
+METRICS = {"final": "test_accuracy_final", "early_stop": "test_accuracy_early_stop"}
+METRIC_LABELS = {"final": "test accuracy at the end of training (%)", "early_stop": "test accuracy at early stop (%)"}
+REWIND_COLORS = ["tab:blue", "tab:purple", "tab:red", "tab:brown", "tab:olive", "tab:cyan"]
+
+
+def pruning_runs(rounds: pd.DataFrame) -> pd.DataFrame:
+    """IMP runs only: train.py's dense runs repeat round 0 of every run and are left out."""
+    rounds = rounds[~rounds["run"].str.contains("_dense_seed")]
+    if rounds.empty:
+        raise UserError("only dense (train.py) runs found; run main.py first")
+    return rounds
+
+
+def accuracy_stats(rounds: pd.DataFrame, value: str) -> pd.DataFrame:
+    """Mean, min and max over seeds per (rewinding point, run type, round)."""
+    return mean_min_max(rounds, ["rewind_iteration", "run_type", "round"], value)
+
+
+def rewinding_figure(
+    rounds: pd.DataFrame, path: str | os.PathLike, metric: str = "final", title: str = "VGG-19"
+) -> Path:
+    value = METRICS[metric]
+    stats = accuracy_stats(rounds, value)
+    rewinds = sorted(stats["rewind_iteration"].unique())
+    figure, axes = plt.subplots(
+        1, len(rewinds) + 1, figsize=(4.2 * (len(rewinds) + 1), 3.8), sharey=True, squeeze=False
+    )
+    axes = axes[0]
+    for ax, k in zip(axes[:-1], rewinds, strict=True):
+        for run_type, (label, color, style) in RUN_TYPE_STYLE.items():
+            group = stats[(stats["rewind_iteration"] == k) & (stats["run_type"] == run_type)]
+            if not group.empty:
+                plot_mean_range(ax, group, "weights_remaining_pct", label, color, style)
+        ax.set_title(f"rewind to iteration {k}")
+    overview = axes[-1]
+    for index, k in enumerate(rewinds):
+        color = REWIND_COLORS[index % len(REWIND_COLORS)]
+        group = stats[(stats["rewind_iteration"] == k) & (stats["run_type"] == "winning_ticket")]
+        if not group.empty:
+            plot_mean_range(overview, group, "weights_remaining_pct", f"IMP, rewind to {k}", color)
+    overview.set_title("winning tickets by rewinding point")
+    for ax in axes:
+        sparsity_axis(ax, rounds["weights_remaining_pct"])
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel(METRIC_LABELS[metric])
+    seeds = int(stats["count"].max())
+    figure.suptitle(f"{title} on CIFAR-10 (mean, band = min..max over {seeds} seed{'s' if seeds > 1 else ''})")
+    return save_figure(figure, path)
+
+
+def plot_all(
+    results_dir: str | os.PathLike, output_dir: str | os.PathLike | None = None, metric: str = "final"
+) -> list[Path]:
+    rounds = pruning_runs(load_rounds(results_dir))
+    output_dir = Path(output_dir or results_dir)
+    written = []
+    for width, group in rounds.groupby("width"):
+        name = f"vgg19-w{width_label(width)}_rewinding_{metric}.png"
+        written.append(rewinding_figure(group, output_dir / name, metric, title=f"VGG-19 (width {width:g})"))
+    return written
+
+
+@user_facing
+def main(argv=None) -> None:
+    parser = ArgumentParser(prog="VGG/plotter.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--results_dir", default=str(RESULTS_DIR), help="searched recursively for rounds.csv")
+    parser.add_argument("--output_dir", default=None, help="where figures go (default: --results_dir)")
+    parser.add_argument("--metric", choices=sorted(METRICS), default="final", help="which test accuracy to plot")
+    args = parser.parse_args(argv)
+    for path in plot_all(args.results_dir, args.output_dir, args.metric):
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

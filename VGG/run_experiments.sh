@@ -1,0 +1,29 @@
+#!/bin/bash
+# VGG-19 rewinding sweep over configs.txt (27 runs: rewinding point x {IMP, random pruning, random re-init} x 3 seeds).
+#   workstation:  ./run_experiments.sh            (every unfinished line in turn; add --dry-run to list them)
+#   LSF:          bsub < run_experiments.sh       (array job, line $LSB_JOBINDEX)
+#   SLURM:        sbatch run_experiments.sh       (array job, line $SLURM_ARRAY_TASK_ID)
+# Finished runs are skipped and interrupted ones resume, so resubmitting the whole array is safe.
+# Optional first step (each seed's dense round trained once, reused by its 9 runs):
+#   python -m lth sweep configs_dense.txt --script train.py
+#BSUB -J "vgg_lth[1-27]%9"
+#BSUB -q gpua100
+#BSUB -gpu "num=1:mode=exclusive_process"
+#BSUB -n 4
+#BSUB -W 72:00
+#BSUB -R "rusage[mem=16G]"
+#BSUB -R "span[hosts=1]"
+#BSUB -o outputs/vgg_lth_%J_%I.out
+#BSUB -e outputs/vgg_lth_%J_%I.err
+#SBATCH --job-name=vgg_lth
+#SBATCH --array=1-27%9
+#SBATCH --gres=gpu:1
+#SBATCH --cpus-per-task=4
+#SBATCH --mem=16G
+#SBATCH --time=72:00:00
+#SBATCH --output=outputs/vgg_lth_%A_%a.out
+#SBATCH --error=outputs/vgg_lth_%A_%a.err
+set -euo pipefail
+cd "${LS_SUBCWD:-${SLURM_SUBMIT_DIR:-$(dirname "$0")}}"
+mkdir -p outputs
+exec "${LTH_PYTHON:-python}" -m lth sweep configs.txt --script main.py "$@"
