@@ -14,7 +14,7 @@ import torch
 
 from lth.arguments import resolve_device
 from lth.imp import IMPRecipe, IMPSettings, run_imp
-from lth.results import RunDirectory, is_finished
+from lth.results import RunDirectory, ensure_output_dir, is_finished
 from lth.storage import atomic_write_text
 
 
@@ -62,12 +62,16 @@ def run_experiment(
     configure_threads()
     run = RunDirectory(args.output_dir, name, settings_of(args))
     if is_finished(run.path):
-        print(f"{run.path}: finished earlier; nothing to do")
-        return run.path
+        with run:  # still refuses a directory holding other settings
+            print(f"{run.path}: finished earlier; nothing to do")
+            return run.path
+    ensure_output_dir(args.output_dir)
+    # Data first: a missing or broken dataset must not leave a half-made run directory behind.
+    seed_everything(imp_settings.seed)
+    data = load_data(device)
     with run:
         with recording_failure(run.path):
             seed_everything(imp_settings.seed)
-            data = load_data(device)
             recipe = build_recipe(args, data, device)
             run_imp(run, recipe, imp_settings, quiet=getattr(args, "quiet", False))
     print(f"results: {run.rounds_csv} and {run.curve_csv}")

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import gzip
 import os
+import struct
 from pathlib import Path
+
+import numpy as np
 
 import pytest
 import torch
@@ -36,3 +40,16 @@ def require_data(*relative: str) -> Path:
         if not (DATA_ROOT / item).exists():
             pytest.skip(f"real data not available: {DATA_ROOT / item} is missing (set LTH_DATA_DIR)")
     return DATA_ROOT
+
+
+def tiny_mnist(root, source) -> None:
+    """A small MNIST data root (5,600 train / 500 test real images) so each life starts fast."""
+    from lth.datasets import MNIST_FILES, _find_mnist_file, _read_idx
+
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    sizes = {"train_x": 5600, "train_y": 5600, "test_x": 500, "test_y": 500}
+    for key, stem in MNIST_FILES.items():
+        array = _read_idx(_find_mnist_file(source / "MNIST" / "raw", stem))[: sizes[key]]
+        header = struct.pack(">HBB", 0, 8, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+        (raw / f"{stem}.gz").write_bytes(gzip.compress(header + np.ascontiguousarray(array).tobytes(), compresslevel=1))

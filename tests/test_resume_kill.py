@@ -2,28 +2,11 @@
 
 from __future__ import annotations
 
-import gzip
-import struct
-
-import numpy as np
 import pytest
 
-from conftest import family_module, require_data
+from conftest import family_module, require_data, tiny_mnist
 from imp_fixtures import csv_without_wall_time
 from kill_harness import kill_repeatedly, run_once
-
-
-def tiny_mnist(root, source) -> None:
-    """A small MNIST data root (5,600 train / 500 test real images) so each life starts fast."""
-    from lth.datasets import MNIST_FILES, _find_mnist_file, _read_idx
-
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    sizes = {"train_x": 5600, "train_y": 5600, "test_x": 500, "test_y": 500}
-    for key, stem in MNIST_FILES.items():
-        array = _read_idx(_find_mnist_file(source / "MNIST" / "raw", stem))[: sizes[key]]
-        header = struct.pack(">HBB", 0, 8, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-        (raw / f"{stem}.gz").write_bytes(gzip.compress(header + np.ascontiguousarray(array).tobytes(), compresslevel=1))
 
 
 @pytest.mark.slow
