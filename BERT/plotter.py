@@ -1,0 +1,230 @@
+"""BERT figures: dev metric vs sparsity per task (dense model as reference), few-shot transfer as a
+source x target heatmap per mode, per-layer sparsity of a ticket, and mask overlap between tickets.
+
+    python plotter.py --results_dir results/lth --transfer_csv results/fewshot/transfer.csv \\
+        --tickets models/lottery_ticket_*.pt --save_dir results/figures
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from lth.arguments import ArgumentParser
+from lth.errors import UserError, user_facing
+from lth.plotting import load_rounds, mean_min_max, plot_mean_range, save_figure
+from lth.tickets import Ticket, load_ticket
+
+HERE = Path(__file__).resolve().parent
+METRIC_LABEL = {"dev_accuracy": "dev accuracy (%)", "dev_f1": "dev F1 (%)"}
+LAYER_KINDS = [
+    ("attention.self.query", "query"),
+    ("attention.self.key", "key"),
+    ("attention.self.value", "value"),
+    ("attention.output.dense", "attn out"),
+    ("intermediate.dense", "intermediate"),
+    ("output.dense", "output"),
+]
+
+
+def plot_sparsity_curves(rounds: pd.DataFrame, path: Path) -> Path:
+    """Per task, the end-of-round dev metrics vs sparsity (mean, band over seeds), the dense round
+    as a dashed reference line."""
+    tasks = sorted(rounds["task"].unique())
+    metrics_of = {
+        t: [m for m in ("dev_accuracy", "dev_f1") if m in rounds and rounds.loc[rounds.task == t, m].notna().any()]
+        for t in tasks
+    }
+    panels = [(t, m) for t in tasks for m in metrics_of[t]]
+    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    for ax, (task, metric) in zip(axes[0], panels, strict=True):
+        group = rounds[rounds.task == task]
+        for model, by_model in group.groupby("arch"):
+            label = Path(str(model)).name
+            stats = mean_min_max(by_model, ["round"], metric)
+            stats["sparsity_pct"] = by_model.groupby("round")["sparsity_pct"].mean().values
+            plot_mean_range(ax, stats, "sparsity_pct", f"{label} ticket")
+            dense = stats.loc[stats["round"] == 0, "mean"]
+            if len(dense):
+                ax.axhline(
+                    float(dense.iloc[0]),
+                    linestyle="--",
+                    color="gray",
+                    label=f"{label} dense ({float(dense.iloc[0]):.1f})",
+                )
+        ax.set_xlabel("sparsity of the prunable weights (%)")
+        ax.set_ylabel(METRIC_LABEL[metric])
+        seeds = group["seed"].nunique()
+        ax.set_title(f"{task.upper()}: {METRIC_LABEL[metric]} ({seeds} seed{'s' if seeds > 1 else ''})")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    return save_figure(figure, path)
+
+
+def source_label(row) -> str:
+    """A readable source name: 'sst2 ticket 60%', 'ensemble sst2+qqp 41%', 'sst2 dense'."""
+    kind, task, sparsity = row["source_kind"], row["source_task"], float(row["source_sparsity_pct"])
+    if kind == "ensemble":
+        match = re.search(r"_(union|intersection)_", str(row["source"]))
+        return f"{match.group(1) if match else 'ensemble'} {task} {sparsity:.0f}%"
+    if sparsity == 0:
+        return f"{task} dense"
+    return f"{task} ticket {sparsity:.0f}%"
+
+
+def plot_transfer_heatmaps(transfer: pd.DataFrame, path: Path, metric: str = "dev_accuracy") -> Path:
+    """Source x target, one panel per mode: mean dev metric over seeds (± sd in the cell)."""
+    transfer = transfer.copy()
+    transfer["source_label"] = transfer.apply(source_label, axis=1)
+    modes = sorted(transfer["mode"].unique())
+    figure, axes = plt.subplots(
+        1, len(modes), figsize=(5.5 * len(modes), 0.6 * transfer["source_label"].nunique() + 2.5), squeeze=False
+    )
+    for ax, mode in zip(axes[0], modes, strict=True):
+        group = transfer[transfer["mode"] == mode]
+        mean = group.pivot_table(index="source_label", columns="target", values=metric, aggfunc="mean")
+        sd = group.pivot_table(index="source_label", columns="target", values=metric, aggfunc="std")
+        count = group.pivot_table(index="source_label", columns="target", values=metric, aggfunc="count")
+        image = ax.imshow(mean.values, cmap="viridis", aspect="auto")
+        ax.set_xticks(range(len(mean.columns)), mean.columns)
+        ax.set_yticks(range(len(mean.index)), mean.index)
+        for i in range(mean.shape[0]):
+            for j in range(mean.shape[1]):
+                value = mean.values[i, j]
+                if np.isnan(value):
+                    continue
+                spread = sd.values[i, j]
+                text = (
+                    f"{value:.1f}"
+                    + (f"\n±{spread:.1f}" if not np.isnan(spread) else "")
+                    + f"\nn={int(count.values[i, j])}"
+                )
+                ax.text(j, i, text, ha="center", va="center", color="white", fontsize=8)
+        ax.set_xlabel("target task")
+        ax.set_title(f"few-shot {mode}: {METRIC_LABEL.get(metric, metric)}")
+        figure.colorbar(image, ax=ax)
+    return save_figure(figure, path)
+
+
+def layer_grid(ticket: Ticket) -> tuple[np.ndarray, list[str], list[str]]:
+    """Sparsity (%) per encoder layer (rows) and matrix kind (columns), plus the pooler as its own row."""
+    sparsity = ticket.mask.layer_sparsity()
+    layers = sorted({int(m.group(1)) for n in sparsity if (m := re.search(r"layer\.(\d+)\.", n))})
+    grid = np.full((len(layers) + 1, len(LAYER_KINDS)), np.nan)
+    for name, value in sparsity.items():
+        match = re.search(r"layer\.(\d+)\.(.+)\.weight$", name)
+        if match:
+            kinds = [k for k, _ in LAYER_KINDS]
+            grid[layers.index(int(match.group(1))), kinds.index(match.group(2))] = 100 * value
+        elif "pooler" in name:
+            grid[-1, 0] = 100 * value
+    return grid, [f"layer {i}" for i in layers] + ["pooler"], [label for _, label in LAYER_KINDS]
+
+
+def plot_layer_sparsity(ticket: Ticket, path: Path) -> Path:
+    """Which matrices IMP pruned most: sparsity per layer and kind."""
+    grid, rows, columns = layer_grid(ticket)
+    figure, ax = plt.subplots(figsize=(8, 0.35 * len(rows) + 2))
+    image = ax.imshow(grid, cmap="magma_r", aspect="auto", vmin=0, vmax=100)
+    ax.set_xticks(range(len(columns)), columns, rotation=30)
+    ax.set_yticks(range(len(rows)), rows)
+    for i in range(grid.shape[0]):
+        for j in range(grid.shape[1]):
+            if not np.isnan(grid[i, j]):
+                ax.text(
+                    j,
+                    i,
+                    f"{grid[i, j]:.0f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if grid[i, j] > 50 else "black",
+                )
+    ax.set_title(f"{ticket.label}: sparsity per matrix (%), overall {100 * ticket.sparsity:.1f}%")
+    figure.colorbar(image, ax=ax)
+    return save_figure(figure, path)
+
+
+def jaccard_matrix(tickets: list[Ticket]) -> np.ndarray:
+    size = len(tickets)
+    matrix = np.eye(size)
+    for i in range(size):
+        for j in range(i + 1, size):
+            matrix[i, j] = matrix[j, i] = tickets[i].mask.jaccard(tickets[j].mask)
+    return matrix
+
+
+def plot_jaccard(tickets: list[Ticket], path: Path) -> Path:
+    """Overlap of the surviving weights between tickets of different tasks and seeds."""
+    matrix = jaccard_matrix(tickets)
+    labels = [t.label.replace("lottery_ticket_", "") for t in tickets]
+    figure, ax = plt.subplots(figsize=(1.0 * len(tickets) + 3, 0.8 * len(tickets) + 2))
+    image = ax.imshow(matrix, cmap="viridis", vmin=0, vmax=1)
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            ax.text(
+                j,
+                i,
+                f"{matrix[i, j]:.2f}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if matrix[i, j] < 0.6 else "black",
+            )
+    ax.set_title("Jaccard overlap of surviving weights")
+    figure.colorbar(image, ax=ax)
+    return save_figure(figure, path)
+
+
+def parse_args(argv=None):
+    parser = ArgumentParser(prog="BERT/plotter.py", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--results_dir", default=str(HERE / "results" / "lth"), help="run directories of lottery_ticket_bert.py"
+    )
+    parser.add_argument("--transfer_csv", default=str(HERE / "results" / "fewshot" / "transfer.csv"))
+    parser.add_argument("--tickets", nargs="*", default=[], help="ticket files for the per-layer and Jaccard figures")
+    parser.add_argument("--save_dir", default=str(HERE / "results" / "figures"))
+    return parser.parse_args(argv)
+
+
+@user_facing
+def main(argv=None) -> list[Path]:
+    args = parse_args(argv)
+    save_dir = Path(args.save_dir)
+    written = []
+    if Path(args.results_dir).exists():
+        rounds = load_rounds(args.results_dir)
+        written.append(plot_sparsity_curves(rounds, save_dir / "bert_dev_metric_vs_sparsity.png"))
+    if Path(args.transfer_csv).exists():
+        transfer = pd.read_csv(args.transfer_csv)
+        written.append(plot_transfer_heatmaps(transfer, save_dir / "bert_fewshot_transfer_accuracy.png"))
+        if transfer["dev_f1"].notna().any():
+            written.append(
+                plot_transfer_heatmaps(
+                    transfer[transfer.target == "qqp"], save_dir / "bert_fewshot_transfer_qqp_f1.png", "dev_f1"
+                )
+            )
+    tickets = [load_ticket(p, "--tickets") for p in args.tickets]
+    for ticket in tickets:
+        if ticket.sparsity > 0:
+            written.append(plot_layer_sparsity(ticket, save_dir / f"layer_sparsity_{ticket.label}.png"))
+    sparse = [t for t in tickets if t.sparsity > 0]
+    if len(sparse) >= 2:
+        written.append(plot_jaccard(sparse, save_dir / "ticket_jaccard.png"))
+    if not written:
+        raise UserError(
+            f"nothing to plot: no runs under --results_dir {args.results_dir}, no --transfer_csv {args.transfer_csv}, no --tickets"
+        )
+    for path in written:
+        print(f"wrote {path}")
+    return written
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+#!/bin/bash
+# Few-shot transfer: one line of few_shot_configs.txt per array task (36 lines). The source tickets
+# come from run_lth_bert.sh (submit this one after it, e.g. bsub -w "done(bert_lth)" < run_fewshot.sh,
+# or sbatch --dependency=afterok:<job id> run_fewshot.sh); a missing source ticket fails its line
+# with one message naming the file. The union ensembles of each seed's SST-2 and QQP tickets are
+# made here first when both exist (idempotent; files are written atomically).
+#   LSF:   bsub < run_fewshot.sh         SLURM: sbatch run_fewshot.sh
+#   local: ./run_fewshot.sh              (every unfinished line in turn)
+#BSUB -J "fewshot_transfer[1-36]%6"
+#BSUB -q gpua100
+#BSUB -gpu "num=1:mode=exclusive_process"
+#BSUB -n 4
+#BSUB -R "span[hosts=1]"
+#BSUB -R "rusage[mem=32G]"
+#BSUB -W 12:00
+#BSUB -o outputs/fewshot_%J_%I.out
+#BSUB -e outputs/fewshot_%J_%I.err
+#SBATCH --job-name=fewshot_transfer
+#SBATCH --array=1-36
+#SBATCH --gres=gpu:1
+#SBATCH --cpus-per-task=4
+#SBATCH --mem=32G
+#SBATCH --time=12:00:00
+#SBATCH --output=outputs/fewshot_%A_%a.out
+#SBATCH --error=outputs/fewshot_%A_%a.err
+set -euo pipefail
+cd "${LS_SUBCWD:-${SLURM_SUBMIT_DIR:-$(dirname "$0")}}"
+mkdir -p outputs
+PYTHON="${LTH_PYTHON:-python}"
+for seed in 42 123 999; do
+    a="models/lottery_ticket_sst2_sparsity60_seed${seed}.pt"
+    b="models/lottery_ticket_qqp_sparsity70_seed${seed}.pt"
+    if [ -f "$a" ] && [ -f "$b" ] && [ ! -f "models/ensemble_ticket_sst2_qqp_union_seed${seed}.pt" ]; then
+        "$PYTHON" create_ensemble_tickets.py --ticket_a "$a" --ticket_b "$b" --combine union --save_dir models
+    fi
+done
+exec "$PYTHON" -m lth sweep few_shot_configs.txt --script few_shot_training.py "$@"

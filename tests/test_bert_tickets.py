@@ -1,0 +1,275 @@
+"""Ticket files (lth.tickets), ensemble tickets and few-shot transfer on a tiny BertConfig model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_bert_support import bert_modules, load_bert_script, make_tiny_model, tiny_glue, tiny_model  # noqa: F401
+
+from lth.errors import UserError
+from lth.masks import Mask
+from lth.results import read_csv_rows
+from lth.tickets import describe_ticket, load_ticket, load_ticket_into, make_ticket, save_ticket
+
+
+def classifier(tiny_model, seed=0):  # noqa: F811
+    with bert_modules() as module:
+        torch.manual_seed(seed)
+        return module("model").sequence_classifier(str(tiny_model))
+
+
+def prunable(model):
+    with bert_modules() as module:
+        return module("pruning").bert_prunable_names(model)
+
+
+def random_mask(model, sparsity, seed):
+    generator = torch.Generator().manual_seed(seed)
+    params = dict(model.named_parameters())
+    return Mask({n: torch.rand(params[n].shape, generator=generator) >= sparsity for n in prunable(model)})
+
+
+def ticket_file(tmp_path, tiny_model, name, mask, task="sst2", seed=42, base=None):  # noqa: F811
+    model = classifier(tiny_model)
+    metadata = {"task": task, "seed": seed, "rewind_to": "pretrained", "history": [], "target_sparsity": 0.5}
+    return save_ticket(tmp_path / name, make_ticket(base or str(tiny_model), mask, model.state_dict(), metadata))
+
+
+def test_ticket_round_trip(tiny_model, tmp_path):  # noqa: F811
+    model = classifier(tiny_model)
+    mask = random_mask(model, 0.4, seed=1)
+    path = ticket_file(tmp_path, tiny_model, "t.pt", mask)
+    ticket = load_ticket(path)
+    assert ticket.mask.equals(mask) and ticket.base_model == str(tiny_model)
+    assert ticket.metadata["task"] == "sst2" and ticket.metadata["sparsity"] == pytest.approx(mask.sparsity())
+    assert set(ticket.head) == {"classifier.weight", "classifier.bias"}
+    fresh = classifier(tiny_model, seed=7)
+    load_ticket_into(fresh, ticket)
+    params = dict(fresh.named_parameters())
+    for name in mask:
+        assert torch.count_nonzero(params[name][~mask[name]]) == 0
+        assert torch.equal(params[name][mask[name]], dict(model.named_parameters())[name][mask[name]])
+    assert not torch.equal(params["classifier.weight"], model.classifier.weight)  # the head stays fresh
+    text = describe_ticket(path)
+    assert "sparsity" in text and f"{100 * mask.sparsity():.2f}%" in text and "bert.pooler.dense.weight" in text
+
+
+def earlier_state(model, prefix=""):
+    """The earlier study's BertForCustomTask layout: bert.* plus a 2-layer head."""
+    state = {f"{prefix}{k}": v.clone() for k, v in model.state_dict().items() if k.startswith("bert.")}
+    state[f"{prefix}classifier.0.weight"] = torch.randn(32, 32)
+    state[f"{prefix}classifier.3.weight"] = torch.randn(2, 32)
+    return state
+
+
+@pytest.mark.parametrize("prefix", ["", "model."])
+def test_earlier_format_recovers_the_mask_from_zeros(tiny_model, tmp_path, prefix):  # noqa: F811
+    model = classifier(tiny_model)
+    mask = random_mask(model, 0.6, seed=2)
+    mask.apply(model)
+    path = tmp_path / "lottery_ticket_qqp_sparsity70_seed123.pt"
+    torch.save(
+        {
+            "model_state_dict": earlier_state(model, prefix),
+            "mask_dict": None,
+            "sparsity": 0.7,
+            "seed": 123,
+            "history": {"sparsity": [0, 0.1], "val_acc": [0.8, 0.81]},
+        },
+        path,
+    )
+    ticket = load_ticket(path)
+    assert ticket.kind == "earlier-format" and ticket.base_model == "bert-base-uncased"
+    assert ticket.mask.equals(mask)
+    assert ticket.metadata["task"] == "qqp" and ticket.metadata["seed"] == 123
+    assert ticket.metadata["mask_source"] == "zeros of the weights"
+    fresh = classifier(tiny_model, seed=3)
+    load_ticket_into(fresh, ticket)  # fits the model it came from
+    assert "earlier-format" in describe_ticket(path)
+
+
+def test_earlier_format_mask_dict_wins_over_zeros(tiny_model, tmp_path):  # noqa: F811
+    model = classifier(tiny_model)
+    mask = random_mask(model, 0.3, seed=4)
+    names = mask.names()
+    mask_dict = {n.removesuffix(".weight") + ".weight_mask": mask[n].float() for n in names}
+    path = tmp_path / "old.pt"
+    torch.save(
+        {"model_state_dict": earlier_state(model), "mask_dict": mask_dict, "sparsity": 0.3, "seed": 1, "history": {}},
+        path,
+    )
+    ticket = load_ticket(path)
+    assert ticket.mask.equals(mask) and ticket.metadata["mask_source"] == "mask_dict"
+    for n in names:  # the unmasked trained weights are zeroed where the mask says pruned
+        assert torch.count_nonzero(ticket.rewind_weights[n][~mask[n]]) == 0
+
+
+def test_not_a_ticket_and_corrupt_files_are_one_line(tmp_path):
+    torch.save({"weights": 1}, tmp_path / "other.pt")
+    with pytest.raises(UserError, match="other.pt is not a ticket file"):
+        load_ticket(tmp_path / "other.pt")
+    (tmp_path / "broken.pt").write_bytes(b"not a torch file")
+    with pytest.raises(UserError, match="broken.pt is corrupt"):
+        load_ticket(tmp_path / "broken.pt")
+    with pytest.raises(UserError, match="--checkpoint .*missing.pt does not exist"):
+        load_ticket(tmp_path / "missing.pt")
+
+
+def test_ensemble_union_and_intersection_on_hand_made_masks(tiny_model, tmp_path):  # noqa: F811
+    model = classifier(tiny_model)
+    mask_a, mask_b = random_mask(model, 0.6, seed=5), random_mask(model, 0.7, seed=6)
+    a = ticket_file(tmp_path, tiny_model, "lottery_ticket_sst2_sparsity60_seed42.pt", mask_a, "sst2")
+    b = ticket_file(tmp_path, tiny_model, "lottery_ticket_qqp_sparsity70_seed42.pt", mask_b, "qqp")
+    script = load_bert_script("create_ensemble_tickets")
+    reference = model.state_dict()
+    for combine, expected in (("union", mask_a.union(mask_b)), ("intersection", mask_a.intersection(mask_b))):
+        with bert_modules():
+            out = script.main(
+                ["--ticket_a", str(a), "--ticket_b", str(b), "--save_dir", str(tmp_path / "ens"), "--combine", combine]
+            )
+        ticket = load_ticket(out)
+        assert out.name == f"ensemble_ticket_sst2_qqp_{combine}_seed42.pt"
+        for n in expected:
+            assert torch.equal(ticket.mask[n], expected[n])
+            manual = (mask_a[n] | mask_b[n]) if combine == "union" else (mask_a[n] & mask_b[n])
+            assert torch.equal(ticket.mask[n], manual)
+            # On the pre-trained weights: every surviving weight is its pre-trained value.
+            assert torch.equal(ticket.rewind_weights[n][ticket.mask[n]], reference[n][ticket.mask[n]])
+            assert torch.count_nonzero(ticket.rewind_weights[n][~ticket.mask[n]]) == 0
+        meta = ticket.metadata
+        assert meta["jaccard"] == pytest.approx(mask_a.jaccard(mask_b))
+        assert meta["sparsity_a"] == pytest.approx(mask_a.sparsity()) and meta["sparsity_b"] == pytest.approx(
+            mask_b.sparsity()
+        )
+        if combine == "union":
+            assert ticket.sparsity <= min(mask_a.sparsity(), mask_b.sparsity())
+        else:
+            assert ticket.sparsity >= max(mask_a.sparsity(), mask_b.sparsity())
+        layers = read_csv_rows(out.with_name(out.stem + "_layers.csv"))
+        assert len(layers) == len(mask_a) and {"jaccard", "sparsity_a_pct", "sparsity_result_pct"} <= set(layers[0])
+
+
+def test_ensemble_refuses_other_base_models_and_shapes(tiny_model, tmp_path, capsys):  # noqa: F811
+    model = classifier(tiny_model)
+    mask = random_mask(model, 0.5, seed=8)
+    a = ticket_file(tmp_path, tiny_model, "a.pt", mask)
+    b = ticket_file(tmp_path, tiny_model, "b.pt", mask, base="bert-base-uncased")
+    other_folder = make_tiny_model(tmp_path / "wider", hidden=16)
+    wide = classifier(other_folder)
+    c = ticket_file(tmp_path, other_folder, "c.pt", random_mask(wide, 0.5, seed=9))
+    script = load_bert_script("create_ensemble_tickets")
+    for other, needle in ((b, "different base models"), (c, "different base models")):
+        with pytest.raises(SystemExit) as exit_info, bert_modules():
+            script.main(["--ticket_a", str(a), "--ticket_b", str(other), "--save_dir", str(tmp_path / "ens")])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert needle in err and len(err.splitlines()) == 1
+    # Same base name but other shapes (a folder overwritten in between): refused on the shapes.
+    c_as_a = load_ticket(c)
+    c_as_a.base_model = str(tiny_model)
+    save_ticket(tmp_path / "c_renamed.pt", c_as_a)
+    with pytest.raises(SystemExit), bert_modules():
+        script.main(
+            ["--ticket_a", str(a), "--ticket_b", str(tmp_path / "c_renamed.pt"), "--save_dir", str(tmp_path / "ens")]
+        )
+    assert "shape" in capsys.readouterr().err
+    assert not (tmp_path / "ens").exists() or not list((tmp_path / "ens").glob("*.pt"))
+
+
+def fewshot_argv(ticket, tiny_glue, tmp_path, mode, seed=42, k=32):  # noqa: F811
+    return [
+        "--checkpoint",
+        str(ticket),
+        "--target",
+        "qqp",
+        "--mode",
+        mode,
+        "--fewshot_size",
+        str(k),
+        "--seed",
+        str(seed),
+        "--data_dir",
+        str(tiny_glue),
+        "--save_dir",
+        str(tmp_path / "fewshot"),
+        "--lr",
+        "1e-2",
+        "--epochs",
+        "2",
+        "--device",
+        "cpu",
+    ]
+
+
+def trained_model_after(script, argv, monkeypatch):
+    """Run the few-shot script and capture the model it trained."""
+    captured = {}
+    original = script.fine_tune.__globals__["train_round"]
+
+    def spy(model, *args, **kwargs):
+        captured["model"] = model
+        return original(model, *args, **kwargs)
+
+    monkeypatch.setitem(script.fine_tune.__globals__, "train_round", spy)
+    with bert_modules():
+        row = script.main(argv)
+    return captured["model"], row
+
+
+def test_fewshot_full_keeps_the_mask_and_headonly_changes_only_the_head(tiny_model, tiny_glue, tmp_path, monkeypatch):  # noqa: F811
+    model = classifier(tiny_model)
+    mask = random_mask(model, 0.6, seed=10)
+    path = ticket_file(tmp_path, tiny_model, "lottery_ticket_sst2_sparsity60_seed42.pt", mask)
+    ticket = load_ticket(path)
+    script = load_bert_script("few_shot_training")
+
+    full, row = trained_model_after(script, fewshot_argv(path, tiny_glue, tmp_path, "full"), monkeypatch)
+    params = dict(full.named_parameters())
+    for name in mask:
+        assert torch.count_nonzero(params[name][~mask[name]]) == 0
+    changed = [n for n in mask if not torch.equal(params[n], ticket.rewind_weights[n])]
+    assert changed  # the encoder did train
+    assert (
+        row["mode"] == "full" and row["k"] == 32 and row["source_sparsity_pct"] == pytest.approx(100 * mask.sparsity())
+    )
+
+    head_only, _ = trained_model_after(script, fewshot_argv(path, tiny_glue, tmp_path, "headonly"), monkeypatch)
+    torch.manual_seed(42)
+    with bert_modules() as module:
+        fresh = module("model").sequence_classifier(str(tiny_model))
+    for name, value in head_only.state_dict().items():
+        if name.startswith("classifier."):
+            assert not torch.equal(value, fresh.state_dict()[name])  # the fresh head trained
+        else:
+            assert torch.equal(value, ticket.rewind_weights[name]), name
+
+    rows = read_csv_rows(tmp_path / "fewshot" / "transfer.csv")
+    assert sorted(r["mode"] for r in rows) == ["full", "headonly"]
+    assert {"source", "source_sparsity_pct", "target", "mode", "k", "seed", "dev_accuracy", "dev_f1"} <= set(rows[0])
+    # Started again: finished, the CSV keeps one row per run.
+    with bert_modules():
+        assert script.main(fewshot_argv(path, tiny_glue, tmp_path, "full")) is None
+    assert len(read_csv_rows(tmp_path / "fewshot" / "transfer.csv")) == 2
+
+
+def test_fewshot_draws_are_seeded_and_differ_across_seeds(tiny_model, tiny_glue):  # noqa: F811
+    with bert_modules() as module:
+        tokenizer = module("model").load_tokenizer(str(tiny_model))
+        draw = [
+            module("data")
+            .load_task_data("sst2", tokenizer, str(tiny_glue), train_size=16, seed=s, draw_purpose=1)
+            .train
+            for s in (1, 1, 2)
+        ]
+    assert torch.equal(draw[0].input_ids, draw[1].input_ids) and torch.equal(draw[0].labels, draw[1].labels)
+    assert not torch.equal(draw[0].input_ids, draw[2].input_ids)
+
+
+def test_fewshot_missing_source_is_one_line_naming_it(tiny_glue, tmp_path, capsys):  # noqa: F811
+    script = load_bert_script("few_shot_training")
+    missing = tmp_path / "ensemble_ticket_sst2_qqp_union_seed42.pt"
+    with pytest.raises(SystemExit) as exit_info, bert_modules():
+        script.main(fewshot_argv(missing, tiny_glue, tmp_path, "full"))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert str(missing) in err and "create_ensemble_tickets.py" in err and len(err.splitlines()) == 1
