@@ -50,6 +50,12 @@ def linear_schedule(lr: float, total_iterations: int, warmup_fraction: float = W
     return lr_at
 
 
+# GLUE has no labelled test set: rows and curves report the dev set (dev_f1 follows for QQP).
+BERT_ROUND_COLUMNS = ["round", "weights_remaining_pct", "sparsity_pct", "dev_accuracy", "dev_loss", "train_loss",
+                      "dev_accuracy_best", "iterations", "run_type", "arch", "seed", "wall_time_s"]
+BERT_CURVE_COLUMNS = ["round", "iteration", "train_loss", "dev_loss", "dev_accuracy"]
+
+
 def summarize_round(curve: list[dict]) -> dict:
     """A round's row: dev metrics at the end of the round (no selection on dev), the round's mean
     training loss, and the best dev accuracy seen during the round for reference."""
@@ -98,6 +104,8 @@ def build_recipe(
         device=device,
         summarize=summarize_round,
         describe_row=describe_round,
+        round_columns=BERT_ROUND_COLUMNS,
+        curve_columns=BERT_CURVE_COLUMNS,
     )
 
 

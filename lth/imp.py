@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from lth.masks import Mask
 from lth.pruning import GlobalPruning, LayerwisePruning, magnitude_scores, random_mask_like
-from lth.results import RunDirectory, is_finished
+from lth.results import CURVE_COLUMNS, ROUND_COLUMNS, RunDirectory, is_finished
 from lth.rewinding import derived_seed, fresh_initialization, to_cpu
 from lth.storage import atomic_write_text
 from lth.training import Evaluate, RoundSchedule, StepLoss, classification_loss, early_stop_summary, train_round
@@ -53,6 +53,9 @@ class IMPRecipe:
     summarize: Callable[[list[dict]], dict] = early_stop_summary
     # One line printed per finished round (None: the image families' early-stop line).
     describe_row: Callable[[dict], str] | None = None
+    # Leading CSV columns (others a row carries follow them); text families report dev metrics instead.
+    round_columns: list[str] = field(default_factory=lambda: list(ROUND_COLUMNS))
+    curve_columns: list[str] = field(default_factory=lambda: list(CURVE_COLUMNS))
 
 
 @dataclass
@@ -163,7 +166,7 @@ def run_imp(run: RunDirectory, recipe: IMPRecipe, cfg: IMPSettings, quiet: bool 
     if state is None and cfg.initial_state is not None:
         state = cfg.initial_state()
         run.save_state(state)
-        run.write_results(state["rows"], state["curve"])
+        run.write_results(state["rows"], state["curve"], recipe.round_columns, recipe.curve_columns)
     if state is None:
         state = _new_state(recipe, cfg)
     device = torch.device(recipe.device)
@@ -228,6 +231,7 @@ def run_imp(run: RunDirectory, recipe: IMPRecipe, cfg: IMPSettings, quiet: bool 
             on_checkpoint=save_progress,
             on_iteration=capture_rewind,
             description=f"round {round_index}/{cfg.rounds}",
+            progress=not quiet,
             device=device,
         )
         summary = recipe.summarize(curve)
@@ -255,7 +259,7 @@ def run_imp(run: RunDirectory, recipe: IMPRecipe, cfg: IMPSettings, quiet: bool 
         state["next_round"] = round_index + 1
         run.save_state(state)
         run.clear_progress()
-        run.write_results(state["rows"], state["curve"])
+        run.write_results(state["rows"], state["curve"], recipe.round_columns, recipe.curve_columns)
         rounds_bar.update(1)
         if not quiet:
             tqdm.write((recipe.describe_row or describe_early_stop_row)(row))

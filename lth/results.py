@@ -59,6 +59,7 @@ def format_value(value: Any) -> str:
 
 
 def rows_to_csv(rows: list[dict], columns: list[str]) -> str:
+    """CSV text: the given columns first, then any other keys the rows carry, in order of appearance."""
     extra = [k for row in rows for k in row if k not in columns]
     header = columns + list(dict.fromkeys(extra))
     buffer = io.StringIO()
@@ -155,9 +156,10 @@ class RunDirectory:
     def curve_csv(self) -> Path:
         return self.path / "curve.csv"
 
-    def write_results(self, rounds: list[dict], curve: list[dict]) -> None:
-        write_csv(self.curve_csv, curve, CURVE_COLUMNS)
-        write_csv(self.rounds_csv, rounds, ROUND_COLUMNS)
+    def write_results(self, rounds: list[dict], curve: list[dict], round_columns: list[str] = ROUND_COLUMNS,
+                      curve_columns: list[str] = CURVE_COLUMNS) -> None:
+        write_csv(self.curve_csv, curve, curve_columns)
+        write_csv(self.rounds_csv, rounds, round_columns)
 
     def load_state(self) -> dict | None:
         path = self.path / "state.pt"

@@ -95,6 +95,7 @@ def train_round(
     on_iteration: Callable[[int], None] | None = None,
     description: str = "training",
     device: torch.device | str = "cpu",
+    progress: bool = True,
 ) -> list[dict[str, float]]:
     """Train one round and return its curve: one row per evaluation (iteration, train_loss, metrics).
 
@@ -143,7 +144,7 @@ def train_round(
     recorded = {row["iteration"] for row in curve}
     total = schedule.iterations - schedule.start_iteration
     with tqdm(total=total, initial=iteration - schedule.start_iteration, desc=description, leave=False,
-              mininterval=1.0, dynamic_ncols=True) as bar:
+              mininterval=1.0, dynamic_ncols=True, disable=not progress) as bar:
         while True:
             if iteration in points and iteration not in recorded:
                 record(iteration)
