@@ -20,17 +20,22 @@ def _generator(device: torch.device, seed: int) -> torch.Generator:
 
 
 def random_crop_flip(images: torch.Tensor, generator: torch.Generator, padding: int = 4) -> torch.Tensor:
-    """Whole-batch random crop (zero padding) and horizontal flip on the images' device."""
+    """Whole-batch random crop (zero padding) and horizontal flip on the images' device.
+
+    One flat gather per channel plane; the flip is folded into the column indices, so the batch is
+    read once (the same draws, in the same order, as a crop followed by a flip).
+    """
     n, c, h, w = images.shape
     padded = F.pad(images, (padding, padding, padding, padding))
     offsets = torch.randint(0, 2 * padding + 1, (2, n), device=images.device, generator=generator)
-    rows = (offsets[0].view(n, 1) + torch.arange(h, device=images.device)).view(n, 1, h, 1)
-    cols = (offsets[1].view(n, 1) + torch.arange(w, device=images.device)).view(n, 1, 1, w)
-    batch = torch.arange(n, device=images.device).view(n, 1, 1, 1)
-    channel = torch.arange(c, device=images.device).view(1, c, 1, 1)
-    cropped = padded[batch, channel, rows, cols]
     flip = torch.rand(n, device=images.device, generator=generator) < 0.5
-    return torch.where(flip.view(n, 1, 1, 1), cropped.flip(3), cropped)
+    rows = offsets[0].view(n, 1) + torch.arange(h, device=images.device)
+    columns = torch.arange(w, device=images.device).expand(n, w)
+    columns = torch.where(flip.view(n, 1), columns.flip(1), columns) + offsets[1].view(n, 1)
+    padded_width = w + 2 * padding
+    plane_index = (rows.view(n, h, 1) * padded_width + columns.view(n, 1, w)).view(n, 1, h * w)
+    flat = padded.reshape(n, c, -1).gather(2, plane_index.expand(n, c, h * w))
+    return flat.view(n, c, h, w)
 
 
 class ShuffledBatches:

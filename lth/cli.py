@@ -92,7 +92,14 @@ def show_status(results_dir: str | None, config: str | None, script: str) -> Non
 
 @user_facing
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    try:
+        run_command(build_parser().parse_args(argv))
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        raise SystemExit(0) from None
+
+
+def run_command(args) -> None:
     if args.command == "demo":
         from lth.demo import run_demo
 

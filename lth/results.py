@@ -47,7 +47,9 @@ ROUND_COLUMNS = [
 CURVE_COLUMNS = ["round", "iteration", "train_loss", "val_loss", "val_accuracy", "test_loss", "test_accuracy"]
 
 # Settings that say where things are, not what is computed: they may change between restarts.
-LOCATION_SETTINGS = frozenset({"data_dir", "output_dir", "save_dir", "checkpoint_every", "device", "quiet"})
+LOCATION_SETTINGS = frozenset(
+    {"data_dir", "output_dir", "save_dir", "checkpoint_every", "device", "quiet", "eval_batch_size", "dense_dir"}
+)
 
 
 def format_value(value: Any) -> str:

@@ -27,7 +27,8 @@ from lth.errors import UserError
 from lth.results import is_finished
 
 ARRAY_INDEX_VARIABLES = ("LSB_JOBINDEX", "SLURM_ARRAY_TASK_ID")
-FAMILY_MODULES = ("data", "models", "model", "pruning", "trainer", "plotter", "train")
+# Plain module names the family folders share; they must not leak from one folder to the next.
+FAMILY_MODULES = ("data", "models", "model", "pruning", "trainer", "plotter", "train", "main", "plot_results")
 
 
 @dataclass

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lth.sweep import _script_folder_on_path, read_config
+from lth.sweep import _script_folder_on_path, read_config, sweep
 
 CNN = Path(__file__).resolve().parents[1] / "CNN"
 SCRIPT = CNN / "run_experiments.sh"
@@ -71,7 +71,11 @@ def test_array_job_runs_the_line_of_its_index(variable, index):
     assert would[0].endswith("main.py " + shlex.join(run_lines()[index - 1]))
 
 
-def test_workstation_runs_every_line():
-    out = dry_run({})
+def test_workstation_runs_every_line(monkeypatch, capsys):
+    """Outside an array job every line is listed (in-process: the script's body is the same command)."""
+    for variable in ("LSB_JOBINDEX", "SLURM_ARRAY_TASK_ID"):
+        monkeypatch.delenv(variable, raising=False)
+    assert sweep(CNN / "configs.txt", CNN / "main.py", dry_run=True) == 0
+    out = capsys.readouterr().out
     listed = [line for line in out.splitlines() if line.startswith("would run") or "finished earlier" in line]
     assert len(listed) == 60

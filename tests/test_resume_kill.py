@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from conftest import family_module, require_data, tiny_mnist
@@ -30,3 +31,63 @@ def test_lenet_survives_twenty_kills(tmp_path):
     assert csv_without_wall_time(resumed / "rounds.csv") == csv_without_wall_time(reference / "rounds.csv")
     assert (resumed / "curve.csv").read_bytes() == (reference / "curve.csv").read_bytes()
     assert not list(resumed.glob(".*.tmp")), "no temporary files left behind"
+
+
+def random_cifar(root, train: int = 5200, test: int = 200) -> None:
+    """A CIFAR-10-shaped data root of random images: enough for VGG's 5,000-image validation split."""
+    import pickle
+
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    per_batch = train // 5
+    for name, count in [(f"data_batch_{i}", per_batch) for i in range(1, 6)] + [("test_batch", test)]:
+        with open(folder / name, "wb") as handle:
+            pickle.dump({b"data": rng.integers(0, 256, (count, 3072), dtype=np.uint8),
+                         b"labels": rng.integers(0, 10, count).tolist()}, handle)
+
+
+@pytest.mark.slow
+def test_vgg_survives_twenty_kills(tmp_path):
+    random_cifar(tmp_path / "data")
+    main = family_module("VGG", "main")
+
+    def command(output):
+        return lambda: main.main(["--width", "0.0625", "--train_iterations", "12", "--eval_every", "12", "--rounds", "1",
+                                  "--checkpoint_every", "3", "--rewind_iteration", "3", "--dense_dir", "none",
+                                  "--data_dir", str(tmp_path / "data"), "--output_dir", str(output), "--quiet",
+                                  "--device", "cpu", "--seed", "1"])
+
+    duration = run_once(command(tmp_path / "reference"))
+    killed = kill_repeatedly(command(tmp_path / "killed"), kills=20, seed=7, span=duration / 4)
+    assert killed >= 15
+    (reference,) = (tmp_path / "reference").iterdir()
+    resumed = tmp_path / "killed" / reference.name
+    assert csv_without_wall_time(resumed / "rounds.csv") == csv_without_wall_time(reference / "rounds.csv")
+    assert (resumed / "curve.csv").read_bytes() == (reference / "curve.csv").read_bytes()
+
+
+@pytest.mark.slow
+def test_bert_survives_twenty_kills(tmp_path):
+    from test_bert_support import bert_modules, load_bert_script, make_tiny_glue, make_tiny_model, tiny_lth_argv
+
+    model = make_tiny_model(tmp_path / "model")
+    data = make_tiny_glue(tmp_path / "data")
+    script = load_bert_script("lottery_ticket_bert")
+
+    def command(output):
+        def run():
+            with bert_modules():
+                script.main(tiny_lth_argv(model, data, output, "--sparsity", "0.3", "--checkpoint_every", "2", "--epochs", "1"))
+
+        return run
+
+    duration = run_once(command(tmp_path / "reference"))
+    killed = kill_repeatedly(command(tmp_path / "killed"), kills=20, seed=11, span=duration / 4)
+    assert killed >= 15
+    (reference,) = (tmp_path / "reference" / "runs").iterdir()
+    resumed = tmp_path / "killed" / "runs" / reference.name
+    assert csv_without_wall_time(resumed / "rounds.csv") == csv_without_wall_time(reference / "rounds.csv")
+    assert (resumed / "curve.csv").read_bytes() == (reference / "curve.csv").read_bytes()
+    tickets = sorted(p.name for p in (tmp_path / "reference" / "models").glob("*.pt"))
+    assert tickets and tickets == sorted(p.name for p in (tmp_path / "killed" / "models").glob("*.pt"))

@@ -1,0 +1,23 @@
+"""The Conv nets' pruning policy (Frankle & Carbin): layer-wise, each round every conv layer loses
+10% (Conv-2, Conv-4) or 15% (Conv-6) of its remaining weights, each hidden fc layer 20%, and the
+output layer half the fc rate."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from lth.pruning import LayerwisePruning, conv_fc_rates
+
+CONV_RATE = {"Conv-2": 0.10, "Conv-4": 0.10, "Conv-6": 0.15}
+FC_RATE = 0.20
+
+
+def default_output_rate(fc_rate: float) -> float:
+    return fc_rate / 2
+
+
+def cnn_pruning(
+    model: nn.Module, conv_rate: float, fc_rate: float = FC_RATE, output_rate: float | None = None
+) -> LayerwisePruning:
+    rate = default_output_rate(fc_rate) if output_rate is None else output_rate
+    return LayerwisePruning(conv_fc_rates(model, conv_rate=conv_rate, fc_rate=fc_rate, output_rate=rate))

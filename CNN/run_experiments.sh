@@ -1,0 +1,28 @@
+#!/bin/bash
+# Conv-2/4/6 sweep over configs.txt (60 runs).
+#   workstation:  ./run_experiments.sh            (every unfinished line in turn; add --dry-run to list them)
+#   LSF:          bsub < run_experiments.sh       (array job, line $LSB_JOBINDEX)
+#   SLURM:        sbatch run_experiments.sh       (array job, line $SLURM_ARRAY_TASK_ID)
+# Finished runs are skipped and interrupted ones resume, so resubmitting the whole array is safe.
+# Set LTH_PYTHON to the interpreter of the environment that has the `lth` package (default: python).
+#BSUB -J "cnn_lth[1-60]%4"
+#BSUB -q gpuh100
+#BSUB -gpu "num=1:mode=exclusive_process"
+#BSUB -n 4
+#BSUB -W 6:00
+#BSUB -R "rusage[mem=16G]"
+#BSUB -R "span[hosts=1]"
+#BSUB -o outputs/cnn_lth_%J_%I.out
+#BSUB -e outputs/cnn_lth_%J_%I.err
+#SBATCH --job-name=cnn_lth
+#SBATCH --array=1-60%4
+#SBATCH --gres=gpu:1
+#SBATCH --cpus-per-task=4
+#SBATCH --mem=16G
+#SBATCH --time=06:00:00
+#SBATCH --output=outputs/cnn_lth_%A_%a.out
+#SBATCH --error=outputs/cnn_lth_%A_%a.err
+set -euo pipefail
+cd "${LS_SUBCWD:-${SLURM_SUBMIT_DIR:-$(dirname "$0")}}"
+mkdir -p outputs
+exec "${LTH_PYTHON:-python}" -m lth sweep configs.txt --script main.py "$@"
