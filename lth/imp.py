@@ -186,6 +186,9 @@ def run_imp(run: RunDirectory, recipe: IMPRecipe, cfg: IMPSettings, quiet: bool 
         else:
             mask, weights = _prepare_round(round_index, state, recipe, cfg)
             model.load_state_dict(weights)
+            # Dropout draws from the global RNG: seed it per round, so a run resumed between rounds
+            # trains exactly like one that never stopped (inside a round the checkpoint carries it).
+            torch.manual_seed(derived_seed(cfg.seed, 3, round_index))
         mask = mask.to(device)
         mask.apply(model)
 

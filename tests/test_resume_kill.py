@@ -91,3 +91,32 @@ def test_bert_survives_twenty_kills(tmp_path):
     assert (resumed / "curve.csv").read_bytes() == (reference / "curve.csv").read_bytes()
     tickets = sorted(p.name for p in (tmp_path / "reference" / "models").glob("*.pt"))
     assert tickets and tickets == sorted(p.name for p in (tmp_path / "killed" / "models").glob("*.pt"))
+
+
+@pytest.mark.slow
+def test_cnn_survives_twenty_kills(tmp_path, monkeypatch):
+    import torch
+
+    from lth.datasets import ImageData
+
+    main = family_module("CNN", "main")
+    # Small random images stand in for CIFAR-10 (the main path, run directory and resume are CNN's own):
+    # full-width Conv-2 evaluating 5,000 validation images would make twenty lives take minutes.
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(400, 3, 32, 32, generator=generator)
+    labels = torch.randint(0, 10, (400,), generator=generator)
+    tiny = ImageData(images[:240], labels[:240], images[240:320], labels[240:320], images[320:], labels[320:], 10)
+    monkeypatch.setattr(main, "load_data", lambda data_dir, device, seed: tiny)
+
+    def command(output):
+        return lambda: main.main(["--arch", "Conv-2", "--iterations", "6", "--eval_every", "3", "--prune_iterations", "2", "--batch_size", "20",
+                                  "--checkpoint_every", "2", "--dropout_rate", "0.5", "--output_dir", str(output),
+                                  "--quiet", "--device", "cpu"])
+
+    duration = run_once(command(tmp_path / "reference"))
+    killed = kill_repeatedly(command(tmp_path / "killed"), kills=20, seed=5, span=duration / 4)
+    assert killed >= 15
+    (reference,) = (p for p in (tmp_path / "reference").iterdir() if p.is_dir())
+    resumed = tmp_path / "killed" / reference.name
+    assert csv_without_wall_time(resumed / "rounds.csv") == csv_without_wall_time(reference / "rounds.csv")
+    assert (resumed / "curve.csv").read_bytes() == (reference / "curve.csv").read_bytes()
