@@ -51,8 +51,20 @@ def linear_schedule(lr: float, total_iterations: int, warmup_fraction: float = W
 
 
 # GLUE has no labelled test set: rows and curves report the dev set (dev_f1 follows for QQP).
-BERT_ROUND_COLUMNS = ["round", "weights_remaining_pct", "sparsity_pct", "dev_accuracy", "dev_loss", "train_loss",
-                      "dev_accuracy_best", "iterations", "run_type", "arch", "seed", "wall_time_s"]
+BERT_ROUND_COLUMNS = [
+    "round",
+    "weights_remaining_pct",
+    "sparsity_pct",
+    "dev_accuracy",
+    "dev_loss",
+    "train_loss",
+    "dev_accuracy_best",
+    "iterations",
+    "run_type",
+    "arch",
+    "seed",
+    "wall_time_s",
+]
 BERT_CURVE_COLUMNS = ["round", "iteration", "train_loss", "dev_loss", "dev_accuracy"]
 
 

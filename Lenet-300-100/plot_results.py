@@ -1,6 +1,6 @@
 """Draw LeNet's Figure 3 (accuracy during training) and Figure 4 (early stop vs sparsity) from results.
 
-    python plot_results.py --results_dir results/iterative-5k
+python plot_results.py --results_dir results/iterative-5k
 """
 
 from __future__ import annotations

@@ -43,7 +43,9 @@ def _curve_panel(ax, curves: pd.DataFrame, rounds: pd.DataFrame, levels, run_typ
     ax.grid(alpha=0.3)
 
 
-def plot_figure3(results_dir: Path, path: Path, mode: str = "iterative", max_iteration: int | None = None, ymin: float = 94.0) -> Path:
+def plot_figure3(
+    results_dir: Path, path: Path, mode: str = "iterative", max_iteration: int | None = None, ymin: float = 94.0
+) -> Path:
     curves = load_curves(results_dir)
     rounds = load_rounds(results_dir)
     curves, rounds = curves[curves["mode"] == mode], rounds[rounds["mode"] == mode]
@@ -57,7 +59,9 @@ def plot_figure3(results_dir: Path, path: Path, mode: str = "iterative", max_ite
     axes[1].set_title("winning tickets, sparser")
     axes[2].set_title("winning ticket vs random re-init (dashed)")
     trials = curves.groupby("run_type")["seed"].nunique().max()
-    figure.suptitle(f"LeNet-300-100 on MNIST, {mode} pruning: test accuracy during training (mean, band = min..max over {trials} trials)")
+    figure.suptitle(
+        f"LeNet-300-100 on MNIST, {mode} pruning: test accuracy during training (mean, band = min..max over {trials} trials)"
+    )
     return save_figure(figure, path)
 
 

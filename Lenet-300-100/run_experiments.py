@@ -1,6 +1,6 @@
 """Run every unfinished line of configs.txt locally, one after another (same as ./run_experiments.sh).
 
-    python run_experiments.py [--dry-run] [--config configs_5k.txt]
+python run_experiments.py [--dry-run] [--config configs_5k.txt]
 """
 
 from __future__ import annotations

@@ -44,8 +44,16 @@ BATCH, LR, EVAL_EVERY = 60, 1.2e-3, 100
 def time_toolkit(root: Path, iterations: int) -> float:
     started = time.perf_counter()
     data = load_mnist(root, "cpu", val_size=5000, seed=42)
-    args = argparse.Namespace(fc_rate=0.2, output_rate=0.1, lr=LR, batch_size=BATCH, seed=42, iterations=iterations,
-                              eval_every=EVAL_EVERY, checkpoint_every=0)
+    args = argparse.Namespace(
+        fc_rate=0.2,
+        output_rate=0.1,
+        lr=LR,
+        batch_size=BATCH,
+        seed=42,
+        iterations=iterations,
+        eval_every=EVAL_EVERY,
+        checkpoint_every=0,
+    )
     recipe = build_recipe(args, data, "cpu")
     with tempfile.TemporaryDirectory() as tmp, RunDirectory(tmp, "bench", {}) as run:
         run_imp(run, recipe, IMPSettings(rounds=0, seed=42), quiet=True)
@@ -149,11 +157,20 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     root = resolve_data_root(args.data_dir)
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor())
-    print(f"LeNet-300-100, one IMP round: {args.iterations} iterations, batch {BATCH}, eval every {EVAL_EVERY} on 5k val + 10k test")
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+        platform.processor(),
+    )
+    print(
+        f"LeNet-300-100, one IMP round: {args.iterations} iterations, batch {BATCH}, eval every {EVAL_EVERY} on 5k val + 10k test"
+    )
     print(f"machine: {cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, CPU")
     times = {}
-    for name, function in (("baseline (earlier study)", time_baseline), ("toolkit", time_toolkit), ("bare loop", time_bare)):
+    for name, function in (
+        ("baseline (earlier study)", time_baseline),
+        ("toolkit", time_toolkit),
+        ("bare loop", time_bare),
+    ):
         times[name] = function(root, args.iterations)
         print(f"  {name:<26} {times[name]:7.1f} s", flush=True)
     base, ours, bare = times["baseline (earlier study)"], times["toolkit"], times["bare loop"]

@@ -18,9 +18,13 @@ def build_parser() -> ArgumentParser:
     demo.add_argument("--rounds", type=positive_int, default=10)
     demo.add_argument("--iterations", type=positive_int, default=500)
 
-    sweep = commands.add_parser("sweep", help="run every unfinished line of a config file, or submit it as an array job")
+    sweep = commands.add_parser(
+        "sweep", help="run every unfinished line of a config file, or submit it as an array job"
+    )
     sweep.add_argument("config", help="config file: one line of flags per run")
-    sweep.add_argument("--script", default="main.py", help="entry script the lines are for (default: main.py beside the config)")
+    sweep.add_argument(
+        "--script", default="main.py", help="entry script the lines are for (default: main.py beside the config)"
+    )
     sweep.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true", help="print what would run")
     sweep.add_argument("--submit", choices=["lsf", "slurm"], help="write an array job sized to the config file")
     sweep.add_argument("--yes", action="store_true", help="with --submit: also submit it (bsub / sbatch)")
@@ -74,7 +78,7 @@ def show_status(results_dir: str | None, config: str | None, script: str) -> Non
 
         lines = read_config(config)
         directories = check_lines(load_script(resolve_script(config, script)), Path(config), lines)
-        rows = [(f"line {line.number}", d) for line, d in zip(lines, directories)]
+        rows = [(f"line {line.number}", d) for line, d in zip(lines, directories, strict=True)]
     elif results_dir:
         root = Path(results_dir)
         if not root.is_dir():
@@ -107,8 +111,15 @@ def run_command(args) -> None:
     elif args.command == "sweep":
         from lth.sweep import sweep
 
-        sys.exit(sweep(args.config, resolve_script(args.config, args.script), dry_run=args.dry_run,
-                       submit_to=args.submit, yes=args.yes))
+        sys.exit(
+            sweep(
+                args.config,
+                resolve_script(args.config, args.script),
+                dry_run=args.dry_run,
+                submit_to=args.submit,
+                yes=args.yes,
+            )
+        )
     elif args.command == "status":
         show_status(args.results_dir, args.config, args.script)
     elif args.command == "summarize":

@@ -14,8 +14,13 @@ from lth.results import is_finished
 from lth.storage import atomic_write_text
 
 DEFAULT_HEADERS = {
-    "lsf": ['#BSUB -n 4', '#BSUB -W 12:00', '#BSUB -R "rusage[mem=16G]"', '#BSUB -R "span[hosts=1]"',
-            '#BSUB -gpu "num=1:mode=exclusive_process"'],
+    "lsf": [
+        "#BSUB -n 4",
+        "#BSUB -W 12:00",
+        '#BSUB -R "rusage[mem=16G]"',
+        '#BSUB -R "span[hosts=1]"',
+        '#BSUB -gpu "num=1:mode=exclusive_process"',
+    ],
     "slurm": ["#SBATCH --gres=gpu:1", "#SBATCH --cpus-per-task=4", "#SBATCH --mem=16G", "#SBATCH --time=12:00:00"],
 }
 SUBMIT_COMMAND = {"lsf": "bsub", "slurm": "sbatch"}
@@ -30,7 +35,7 @@ def folder_headers(folder: Path, system: str) -> list[str]:
     for script in sorted(folder.glob("run_*.sh")):
         for line in script.read_text().splitlines():
             if line.startswith(prefix):
-                option = line[len(prefix):].strip().split(" ")[0].split("=")[0]
+                option = line[len(prefix) :].strip().split(" ")[0].split("=")[0]
                 if option not in skip and line not in headers:
                     headers.append(line)
         if headers:
@@ -45,12 +50,21 @@ def array_job_script(system: str, config: Path, script: Path, runs: int, max_par
     name = re.sub(r"[^A-Za-z0-9_]+", "_", f"{config.parent.name}_{config.stem}")
     limit = f"%{max_parallel}" if max_parallel else ""
     if system == "lsf":
-        head = [f'#BSUB -J "{name}[1-{runs}]{limit}"', *folder_headers(config.parent, "lsf"),
-                f"#BSUB -o outputs/{name}_%J_%I.out", f"#BSUB -e outputs/{name}_%J_%I.err"]
+        head = [
+            f'#BSUB -J "{name}[1-{runs}]{limit}"',
+            *folder_headers(config.parent, "lsf"),
+            f"#BSUB -o outputs/{name}_%J_%I.out",
+            f"#BSUB -e outputs/{name}_%J_%I.err",
+        ]
         workdir = "${LS_SUBCWD:-$PWD}"
     else:
-        head = [f"#SBATCH --job-name={name}", f"#SBATCH --array=1-{runs}{limit}", *folder_headers(config.parent, "slurm"),
-                f"#SBATCH --output=outputs/{name}_%A_%a.out", f"#SBATCH --error=outputs/{name}_%A_%a.err"]
+        head = [
+            f"#SBATCH --job-name={name}",
+            f"#SBATCH --array=1-{runs}{limit}",
+            *folder_headers(config.parent, "slurm"),
+            f"#SBATCH --output=outputs/{name}_%A_%a.out",
+            f"#SBATCH --error=outputs/{name}_%A_%a.err",
+        ]
         workdir = "${SLURM_SUBMIT_DIR:-$PWD}"
     body = [
         "set -euo pipefail",
@@ -58,7 +72,12 @@ def array_job_script(system: str, config: Path, script: Path, runs: int, max_par
         "mkdir -p outputs",
         f'exec "${{LTH_PYTHON:-python}}" -m lth sweep {shlex.quote(config.name)} --script {shlex.quote(script.name)}',
     ]
-    return "\n".join(["#!/bin/bash", f"# {runs} runs of {config.name}; written by `lth sweep --submit {system}`", *head, *body]) + "\n"
+    return (
+        "\n".join(
+            ["#!/bin/bash", f"# {runs} runs of {config.name}; written by `lth sweep --submit {system}`", *head, *body]
+        )
+        + "\n"
+    )
 
 
 def submit(system: str, config: Path, script: Path, runs: int, yes: bool) -> Path:
@@ -98,7 +117,11 @@ def run_status(run_path: Path) -> str:
             return "running"
     if (run_path / "failed").exists():
         return "failed: " + (run_path / "failed").read_text().strip().splitlines()[-1][:120]
-    return "interrupted (start it again to resume)" if (run_path / "state.pt").exists() or (run_path / "progress.pt").exists() else "started"
+    return (
+        "interrupted (start it again to resume)"
+        if (run_path / "state.pt").exists() or (run_path / "progress.pt").exists()
+        else "started"
+    )
 
 
 def round_progress(run_path: Path) -> str:

@@ -122,9 +122,14 @@ def load_mnist(root: Path, device: torch.device | str = "cpu", val_size: int = 5
     for split in ("train", "test"):
         if len(arrays[f"{split}_x"]) != len(arrays[f"{split}_y"]):
             raise UserError(f"MNIST {split} images and labels under {raw} have different lengths")
-    images = {k: _normalise(torch.from_numpy(arrays[k].copy()).unsqueeze(1), MNIST_MEAN, MNIST_STD) for k in ("train_x", "test_x")}
+    images = {
+        k: _normalise(torch.from_numpy(arrays[k].copy()).unsqueeze(1), MNIST_MEAN, MNIST_STD)
+        for k in ("train_x", "test_x")
+    }
     labels = {k: torch.from_numpy(arrays[k].astype(np.int64)) for k in ("train_y", "test_y")}
-    return _assemble(images["train_x"], labels["train_y"], images["test_x"], labels["test_y"], val_size, seed, device, 10)
+    return _assemble(
+        images["train_x"], labels["train_y"], images["test_x"], labels["test_y"], val_size, seed, device, 10
+    )
 
 
 # --- CIFAR-10 -----------------------------------------------------------------------------

@@ -27,7 +27,9 @@ class DigitsMLP(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.layers = nn.Sequential(nn.Flatten(), nn.Linear(64, 100), nn.ReLU(), nn.Linear(100, 50), nn.ReLU(), nn.Linear(50, 10))
+        self.layers = nn.Sequential(
+            nn.Flatten(), nn.Linear(64, 100), nn.ReLU(), nn.Linear(100, 50), nn.ReLU(), nn.Linear(50, 10)
+        )
         for module in self.layers:
             if isinstance(module, nn.Linear):
                 nn.init.xavier_normal_(module.weight)
@@ -37,13 +39,21 @@ class DigitsMLP(nn.Module):
         return self.layers(x)
 
 
-def run_demo(output_dir: str | Path = "lth-demo", rounds: int = 10, iterations: int = 500, seeds: tuple[int, ...] = (0, 1)) -> Path:
+def run_demo(
+    output_dir: str | Path = "lth-demo", rounds: int = 10, iterations: int = 500, seeds: tuple[int, ...] = (0, 1)
+) -> Path:
     configure_threads()
     output_dir = Path(output_dir)
     for seed in seeds:
         data = load_digits(seed=seed)
         for run_type in ("winning_ticket", "random_reinit"):
-            settings = {"demo": "digits-mlp", "run_type": run_type, "seed": seed, "rounds": rounds, "iterations": iterations}
+            settings = {
+                "demo": "digits-mlp",
+                "run_type": run_type,
+                "seed": seed,
+                "rounds": rounds,
+                "iterations": iterations,
+            }
             recipe = IMPRecipe(
                 arch="digits-MLP-100-50",
                 model_factory=DigitsMLP,
@@ -57,7 +67,9 @@ def run_demo(output_dir: str | Path = "lth-demo", rounds: int = 10, iterations: 
                 print(f"== {run.name}")
                 seed_everything(seed)
                 run_imp(run, recipe, IMPSettings(rounds=rounds, seed=seed, run_type=run_type), quiet=True)
-    figure = plot_early_stop_panels(load_rounds(output_dir), output_dir / "digits_imp.png", "IMP on 8x8 digits (MLP 64-100-50-10)")
+    figure = plot_early_stop_panels(
+        load_rounds(output_dir), output_dir / "digits_imp.png", "IMP on 8x8 digits (MLP 64-100-50-10)"
+    )
     print(f"CSVs: {output_dir}/*/rounds.csv and curve.csv")
     print(f"figure: {figure}")
     return figure

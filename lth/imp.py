@@ -173,99 +173,115 @@ def run_imp(run: RunDirectory, recipe: IMPRecipe, cfg: IMPSettings, quiet: bool 
     model = recipe.model_factory().to(device)
     if recipe.device != "cpu" and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    k = cfg.rewind_iteration
 
-    rounds_bar = tqdm(total=cfg.rounds + 1, initial=state["next_round"], desc=run.name, unit="round",
-                      dynamic_ncols=True, disable=quiet)
+    rounds_bar = tqdm(
+        total=cfg.rounds + 1,
+        initial=state["next_round"],
+        desc=run.name,
+        unit="round",
+        dynamic_ncols=True,
+        disable=quiet,
+    )
     for round_index in range(state["next_round"], cfg.rounds + 1):
-        progress = run.load_progress()
-        if progress is not None and progress["round"] != round_index:
-            progress = None  # left over from a round that was finished after it was written
-        if progress is not None:
-            mask = Mask.from_state_dict(progress["mask"])
-        else:
-            mask, weights = _prepare_round(round_index, state, recipe, cfg)
-            model.load_state_dict(weights)
-            # Dropout draws from the global RNG: seed it per round, so a run resumed between rounds
-            # trains exactly like one that never stopped (inside a round the checkpoint carries it).
-            torch.manual_seed(derived_seed(cfg.seed, 3, round_index))
-        mask = mask.to(device)
-        mask.apply(model)
-
-        captured = {
-            "rewind": progress.get("rewind") if progress else None,
-            "snapshots": dict(progress.get("snapshots") or {}) if progress else {},
-        }
-        elapsed_before = progress["elapsed"] if progress else 0.0
-        started = time.perf_counter()
-
-        def capture_rewind(iteration: int) -> None:
-            if round_index == 0 and k > 0 and iteration == k:
-                captured["rewind"] = to_cpu(model.state_dict())
-            if round_index == 0 and iteration in cfg.snapshot_iterations:
-                captured["snapshots"][iteration] = to_cpu(model.state_dict())
-
-        def save_progress(loop_state: dict) -> None:
-            run.save_progress({
-                "round": round_index,
-                "mask": mask.state_dict(),
-                "loop": loop_state,
-                "rewind": captured["rewind"],
-                "snapshots": captured["snapshots"],
-                "elapsed": elapsed_before + time.perf_counter() - started,
-            })
-
-        schedule = RoundSchedule(
-            iterations=recipe.schedule.iterations,
-            eval_every=recipe.schedule.eval_every,
-            checkpoint_every=recipe.schedule.checkpoint_every,
-            start_iteration=k if round_index > 0 else 0,
-        )
-        curve = train_round(
-            model,
-            recipe.make_optimizer(model),
-            recipe.batches,
-            recipe.step_loss,
-            recipe.evaluate,
-            schedule,
-            enforce_mask=mask.enforcer(model),
-            lr_at=recipe.lr_at,
-            resume=progress["loop"] if progress else None,
-            on_checkpoint=save_progress,
-            on_iteration=capture_rewind,
-            description=f"round {round_index}/{cfg.rounds}",
-            progress=not quiet,
-            device=device,
-        )
-        summary = recipe.summarize(curve)
-        row = {
-            "round": round_index,
-            "weights_remaining_pct": mask.weights_remaining_pct(),
-            "sparsity_pct": 100.0 * mask.sparsity(),
-            **summary,
-            "run_type": cfg.run_type,
-            "arch": recipe.arch,
-            "seed": cfg.seed,
-            "wall_time_s": elapsed_before + time.perf_counter() - started,
-            **cfg.extra_columns,
-        }
-        trained = to_cpu(model.state_dict())
-        state["rows"].append(row)
-        state["curve"].extend({"round": round_index, **point} for point in curve)
-        state["mask"] = mask.state_dict()
-        state["trained"] = trained
-        if round_index == 0:
-            state["dense_trained"] = trained
-            state["rewind"] = captured["rewind"]
-            if cfg.snapshot_iterations:
-                state["snapshots"] = captured["snapshots"]
-        state["next_round"] = round_index + 1
-        run.save_state(state)
-        run.clear_progress()
-        run.write_results(state["rows"], state["curve"], recipe.round_columns, recipe.curve_columns)
+        row = _run_round(round_index, run, recipe, cfg, state, model, quiet)
         rounds_bar.update(1)
         if not quiet:
             tqdm.write((recipe.describe_row or describe_early_stop_row)(row))
     rounds_bar.close()
     atomic_write_text(run.path / "finished", time.strftime("%Y-%m-%dT%H:%M:%S\n"))
     return state["rows"]
+
+
+def _run_round(
+    round_index: int, run: RunDirectory, recipe: IMPRecipe, cfg: IMPSettings, state: dict, model: nn.Module, quiet: bool
+) -> dict:
+    """Prepare (or resume) one round, train it, and save its row, curve and the run state."""
+    device = torch.device(recipe.device)
+    k = cfg.rewind_iteration
+    progress = run.load_progress()
+    if progress is not None and progress["round"] != round_index:
+        progress = None  # left over from a round that was finished after it was written
+    if progress is not None:
+        mask = Mask.from_state_dict(progress["mask"])
+    else:
+        mask, weights = _prepare_round(round_index, state, recipe, cfg)
+        model.load_state_dict(weights)
+        # Dropout draws from the global RNG: seed it per round, so a run resumed between rounds
+        # trains exactly like one that never stopped (inside a round the checkpoint carries it).
+        torch.manual_seed(derived_seed(cfg.seed, 3, round_index))
+    mask = mask.to(device)
+    mask.apply(model)
+
+    captured = {
+        "rewind": progress.get("rewind") if progress else None,
+        "snapshots": dict(progress.get("snapshots") or {}) if progress else {},
+    }
+    elapsed_before = progress["elapsed"] if progress else 0.0
+    started = time.perf_counter()
+
+    def capture_rewind(iteration: int) -> None:
+        if round_index == 0 and k > 0 and iteration == k:
+            captured["rewind"] = to_cpu(model.state_dict())
+        if round_index == 0 and iteration in cfg.snapshot_iterations:
+            captured["snapshots"][iteration] = to_cpu(model.state_dict())
+
+    def save_progress(loop_state: dict) -> None:
+        run.save_progress(
+            {
+                "round": round_index,
+                "mask": mask.state_dict(),
+                "loop": loop_state,
+                "rewind": captured["rewind"],
+                "snapshots": captured["snapshots"],
+                "elapsed": elapsed_before + time.perf_counter() - started,
+            }
+        )
+
+    schedule = RoundSchedule(
+        iterations=recipe.schedule.iterations,
+        eval_every=recipe.schedule.eval_every,
+        checkpoint_every=recipe.schedule.checkpoint_every,
+        start_iteration=k if round_index > 0 else 0,
+    )
+    curve = train_round(
+        model,
+        recipe.make_optimizer(model),
+        recipe.batches,
+        recipe.step_loss,
+        recipe.evaluate,
+        schedule,
+        enforce_mask=mask.enforcer(model),
+        lr_at=recipe.lr_at,
+        resume=progress["loop"] if progress else None,
+        on_checkpoint=save_progress,
+        on_iteration=capture_rewind,
+        description=f"round {round_index}/{cfg.rounds}",
+        progress=not quiet,
+        device=device,
+    )
+    row = {
+        "round": round_index,
+        "weights_remaining_pct": mask.weights_remaining_pct(),
+        "sparsity_pct": 100.0 * mask.sparsity(),
+        **recipe.summarize(curve),
+        "run_type": cfg.run_type,
+        "arch": recipe.arch,
+        "seed": cfg.seed,
+        "wall_time_s": elapsed_before + time.perf_counter() - started,
+        **cfg.extra_columns,
+    }
+    trained = to_cpu(model.state_dict())
+    state["rows"].append(row)
+    state["curve"].extend({"round": round_index, **point} for point in curve)
+    state["mask"] = mask.state_dict()
+    state["trained"] = trained
+    if round_index == 0:
+        state["dense_trained"] = trained
+        state["rewind"] = captured["rewind"]
+        if cfg.snapshot_iterations:
+            state["snapshots"] = captured["snapshots"]
+    state["next_round"] = round_index + 1
+    run.save_state(state)
+    run.clear_progress()
+    run.write_results(state["rows"], state["curve"], recipe.round_columns, recipe.curve_columns)
+    return row

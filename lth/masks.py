@@ -65,9 +65,7 @@ class Mask:
         return Mask({n: m.to(device) for n, m in self.layers.items()})
 
     def equals(self, other: Mask) -> bool:
-        return self.names() == other.names() and all(
-            torch.equal(self[n].cpu(), other[n].cpu()) for n in self
-        )
+        return self.names() == other.names() and all(torch.equal(self[n].cpu(), other[n].cpu()) for n in self)
 
     # --- counting -----------------------------------------------------------------------
     def kept_counts(self) -> dict[str, int]:
@@ -109,7 +107,7 @@ class Mask:
         """
         params = dict(model.named_parameters())
         targets = [params[n] for n in self.layers]
-        factors = [m.to(device=p.device, dtype=p.dtype) for m, p in zip(self.layers.values(), targets)]
+        factors = [m.to(device=p.device, dtype=p.dtype) for m, p in zip(self.layers.values(), targets, strict=True)]
 
         @torch.no_grad()
         def enforce() -> None:
@@ -166,5 +164,7 @@ class Mask:
         for n, m in self.layers.items():
             kept = int(m.sum())
             lines.append(f"{n:<50} {kept:>12,} {m.numel():>12,} {100 * (1 - kept / m.numel()):>8.2f}%")
-        lines.append(f"{'all prunable weights':<50} {self.kept():>12,} {self.total():>12,} {100 * self.sparsity():>8.2f}%")
+        lines.append(
+            f"{'all prunable weights':<50} {self.kept():>12,} {self.total():>12,} {100 * self.sparsity():>8.2f}%"
+        )
         return "\n".join(lines)

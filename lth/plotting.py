@@ -31,7 +31,9 @@ def load_rounds(results_dir: str | os.PathLike) -> pd.DataFrame:
         frame["run"] = path.parent.name
         frames.append(frame)
     if not frames:
-        raise UserError(f"no rounds.csv found under {results_dir}; run some experiments first or pass the right directory")
+        raise UserError(
+            f"no rounds.csv found under {results_dir}; run some experiments first or pass the right directory"
+        )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -80,7 +82,9 @@ def sparsity_axis(ax, values) -> None:
 
 def plot_mean_range(ax, stats: pd.DataFrame, x: str, label: str, color=None, linestyle="-", marker="o") -> None:
     stats = stats.sort_values(x, ascending=False)
-    line = ax.plot(stats[x], stats["mean"], label=label, color=color, linestyle=linestyle, marker=marker, markersize=3)[0]
+    line = ax.plot(stats[x], stats["mean"], label=label, color=color, linestyle=linestyle, marker=marker, markersize=3)[
+        0
+    ]
     ax.fill_between(stats[x], stats["min"], stats["max"], color=line.get_color(), alpha=0.2, linewidth=0)
 
 
@@ -105,9 +109,11 @@ def plot_early_stop_panels(rounds: pd.DataFrame, path: str | os.PathLike, title:
     figure, axes = plt.subplots(1, 2, figsize=(11, 4))
     for run_type, group in rounds.groupby("run_type"):
         label, color, style = RUN_TYPE_STYLE.get(run_type, (run_type, None, "-"))
-        for ax, value in zip(axes, ("early_stop_iteration", "test_accuracy_early_stop")):
+        for ax, value in zip(axes, ("early_stop_iteration", "test_accuracy_early_stop"), strict=True):
             plot_mean_range(ax, mean_min_max(group, ["round"], value), "weights_remaining_pct", label, color, style)
-    for ax, ylabel in zip(axes, ("early-stop iteration (min validation loss)", "test accuracy at early stop (%)")):
+    for ax, ylabel in zip(
+        axes, ("early-stop iteration (min validation loss)", "test accuracy at early stop (%)"), strict=True
+    ):
         sparsity_axis(ax, rounds["weights_remaining_pct"])
         ax.set_ylabel(ylabel)
         ax.legend()

@@ -119,7 +119,9 @@ def random_mask_like(reference: Mask, within: Mask, generator: torch.Generator) 
     return keep_top_per_layer(random_scores(within, generator), within, reference.kept_counts())
 
 
-def conv_fc_rates(model: torch.nn.Module, conv_rate: float, fc_rate: float, output_rate: float | None = None) -> dict[str, float]:
+def conv_fc_rates(
+    model: torch.nn.Module, conv_rate: float, fc_rate: float, output_rate: float | None = None
+) -> dict[str, float]:
     """Layer-wise rates by layer kind: conv layers at `conv_rate`, linear layers at `fc_rate`, and the
     output layer (the last linear) at `output_rate`, by default half the fc rate (Frankle & Carbin)."""
     from lth.masks import default_prunable_names

@@ -158,8 +158,13 @@ class RunDirectory:
     def curve_csv(self) -> Path:
         return self.path / "curve.csv"
 
-    def write_results(self, rounds: list[dict], curve: list[dict], round_columns: list[str] = ROUND_COLUMNS,
-                      curve_columns: list[str] = CURVE_COLUMNS) -> None:
+    def write_results(
+        self,
+        rounds: list[dict],
+        curve: list[dict],
+        round_columns: list[str] = ROUND_COLUMNS,
+        curve_columns: list[str] = CURVE_COLUMNS,
+    ) -> None:
         write_csv(self.curve_csv, curve, curve_columns)
         write_csv(self.rounds_csv, rounds, round_columns)
 

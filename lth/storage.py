@@ -13,6 +13,7 @@ import json
 import os
 import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -125,8 +126,6 @@ class DirectoryLock:
                 if holder is None:
                     # Being written right now, or a crash between create and write: treat as stale
                     # only if it stays unreadable.
-                    import time
-
                     time.sleep(0.2)
                     if self._holder() is None:
                         self.path.unlink(missing_ok=True)
@@ -138,7 +137,7 @@ class DirectoryLock:
                 raise RunLockedError(
                     f"run directory {self.path.parent} is in use by pid {pid} on host {host}; "
                     f"wait for it, or delete {self.path} if that process is gone"
-                )
+                ) from None
             with os.fdopen(fd, "w") as handle:
                 handle.write(me)
             self.held = True

@@ -81,7 +81,9 @@ def load_script(script: str | os.PathLike) -> ModuleType:
     if not script.is_file():
         raise UserError(f"entry script {script} does not exist")
     with _script_folder_on_path(script.parent):
-        spec = importlib.util.spec_from_file_location(f"lth_entry_{script.parent.name}_{script.stem}".replace("-", "_"), script)
+        spec = importlib.util.spec_from_file_location(
+            f"lth_entry_{script.parent.name}_{script.stem}".replace("-", "_"), script
+        )
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
     for needed in ("parse_args", "run_directory", "main"):
@@ -121,7 +123,9 @@ def array_index() -> int | None:
 
 def select_line(lines: list[ConfigLine], index: int, config: Path) -> ConfigLine:
     if not 1 <= index <= len(lines):
-        raise UserError(f"array index {index} is outside 1..{len(lines)}, the runs in {config}; size the array to the config file")
+        raise UserError(
+            f"array index {index} is outside 1..{len(lines)}, the runs in {config}; size the array to the config file"
+        )
     return lines[index - 1]
 
 
@@ -130,8 +134,13 @@ def run_line(script: Path, line: ConfigLine) -> int:
     return subprocess.call([sys.executable, "-u", str(script), *line.argv], cwd=script.parent)
 
 
-def sweep(config: str | os.PathLike, script: str | os.PathLike, dry_run: bool = False,
-          submit_to: str | None = None, yes: bool = False) -> int:
+def sweep(
+    config: str | os.PathLike,
+    script: str | os.PathLike,
+    dry_run: bool = False,
+    submit_to: str | None = None,
+    yes: bool = False,
+) -> int:
     """Run the config file's unfinished lines (or, inside an array job, the line of its index)."""
     from lth.cluster import run_status, submit
 
@@ -143,7 +152,7 @@ def sweep(config: str | os.PathLike, script: str | os.PathLike, dry_run: bool = 
         submit(submit_to, config.resolve(), script.resolve(), len(lines), yes)
         return 0
     index = array_index()
-    todo = list(zip(lines, directories))
+    todo = list(zip(lines, directories, strict=True))
     if index is not None:
         todo = [todo[lines.index(select_line(lines, index, config))]]
     failures = 0

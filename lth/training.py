@@ -48,7 +48,9 @@ def classification_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tenso
 
 
 @torch.no_grad()
-def evaluate_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 5000) -> tuple[float, float]:
+def evaluate_classifier(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 5000
+) -> tuple[float, float]:
     """Mean cross-entropy and accuracy (%) over device tensors, in large batches."""
     was_training = model.training
     model.eval()
@@ -143,17 +145,27 @@ def train_round(
 
     recorded = {row["iteration"] for row in curve}
     total = schedule.iterations - schedule.start_iteration
-    with tqdm(total=total, initial=iteration - schedule.start_iteration, desc=description, leave=False,
-              mininterval=1.0, dynamic_ncols=True, disable=not progress) as bar:
+    with tqdm(
+        total=total,
+        initial=iteration - schedule.start_iteration,
+        desc=description,
+        leave=False,
+        mininterval=1.0,
+        dynamic_ncols=True,
+        disable=not progress,
+    ) as bar:
         while True:
             if iteration in points and iteration not in recorded:
                 record(iteration)
                 recorded.add(iteration)
             if iteration >= schedule.iterations:
                 break
-            if schedule.checkpoint_every and iteration > schedule.start_iteration and (
-                (iteration - schedule.start_iteration) % schedule.checkpoint_every == 0
-            ) and (resume is None or iteration != resume["iteration"]):
+            if (
+                schedule.checkpoint_every
+                and iteration > schedule.start_iteration
+                and ((iteration - schedule.start_iteration) % schedule.checkpoint_every == 0)
+                and (resume is None or iteration != resume["iteration"])
+            ):
                 checkpoint()
             if on_iteration is not None:
                 on_iteration(iteration)

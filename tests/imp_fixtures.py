@@ -14,7 +14,9 @@ from lth.training import RoundSchedule, image_evaluator
 DIGITS = load_digits(seed=0)
 
 
-def digits_recipe(iterations: int = 60, eval_every: int = 20, checkpoint_every: int = 0, optimizer: str = "adam") -> IMPRecipe:
+def digits_recipe(
+    iterations: int = 60, eval_every: int = 20, checkpoint_every: int = 0, optimizer: str = "adam"
+) -> IMPRecipe:
     def make_optimizer(model):
         if optimizer == "sgd":
             return torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)

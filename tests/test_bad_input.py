@@ -9,7 +9,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, family_module, require_data, tiny_mnist
 
 LENET_TINY = ["--iterations", "20", "--eval_every", "10", "--rounds", "1", "--quiet", "--device", "cpu"]
@@ -61,7 +60,11 @@ LENET_CASES = [
 def test_lenet_bad_flags(workspace, capsys, argv, needle):
     main = family_module("Lenet-300-100", "main")
     before = snapshot(workspace / "results")
-    line = call(main.main, [*LENET_TINY, "--data_dir", str(workspace / "data"), "--output_dir", str(workspace / "results"), *argv], capsys)
+    line = call(
+        main.main,
+        [*LENET_TINY, "--data_dir", str(workspace / "data"), "--output_dir", str(workspace / "results"), *argv],
+        capsys,
+    )
     assert needle in line
     assert snapshot(workspace / "results") == before
 
@@ -79,7 +82,9 @@ def test_lenet_bad_files(workspace, capsys, tmp_path):
     shutil.copytree(workspace / "data", truncated)
     labels = truncated / "MNIST" / "raw" / "train-labels-idx1-ubyte.gz"
     labels.write_bytes(gzip.compress(gzip.decompress(labels.read_bytes())[:100]))
-    assert "train-labels-idx1-ubyte.gz" in call(main.main, [*base, "--trial", "3", "--data_dir", str(truncated)], capsys)
+    assert "train-labels-idx1-ubyte.gz" in call(
+        main.main, [*base, "--trial", "3", "--data_dir", str(truncated)], capsys
+    )
 
     # Same run name, other settings: refused, never mixed into the finished run.
     line = call(main.main, [*base, "--data_dir", str(workspace / "data"), "--lr", "0.01"], capsys)
@@ -87,7 +92,9 @@ def test_lenet_bad_files(workspace, capsys, tmp_path):
 
     a_file = tmp_path / "results.csv"
     a_file.write_text("precious\n")
-    assert "--output_dir" in call(main.main, [*LENET_TINY, "--data_dir", str(workspace / "data"), "--output_dir", str(a_file)], capsys)
+    assert "--output_dir" in call(
+        main.main, [*LENET_TINY, "--data_dir", str(workspace / "data"), "--output_dir", str(a_file)], capsys
+    )
     assert a_file.read_text() == "precious\n"
     assert snapshot(workspace / "results") == before
 
@@ -167,8 +174,23 @@ def test_cifar_batch_of_the_wrong_shape(capsys, tmp_path):
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         with open(folder / name, "wb") as handle:
             pickle.dump({b"data": np.zeros((10, 1024), dtype=np.uint8), b"labels": [0] * 10}, handle)
-    line = call(main.main, ["--width", "0.125", "--train_iterations", "10", "--data_dir", str(tmp_path),
-                            "--output_dir", str(tmp_path / "out"), "--device", "cpu", "--quiet"], capsys)
+    line = call(
+        main.main,
+        [
+            "--width",
+            "0.125",
+            "--train_iterations",
+            "10",
+            "--data_dir",
+            str(tmp_path),
+            "--output_dir",
+            str(tmp_path / "out"),
+            "--device",
+            "cpu",
+            "--quiet",
+        ],
+        capsys,
+    )
     assert "data_batch_1" in line and "3072" in line
 
 

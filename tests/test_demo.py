@@ -11,8 +11,12 @@ import pytest
 
 @pytest.mark.slow
 def test_demo_command_writes_csvs_and_figure(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "lth", "demo", "--output_dir", str(tmp_path / "demo")],
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "lth", "demo", "--output_dir", str(tmp_path / "demo")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     figure = tmp_path / "demo" / "digits_imp.png"
     assert figure.stat().st_size > 20_000 and str(figure) in result.stdout
@@ -22,6 +26,10 @@ def test_demo_command_writes_csvs_and_figure(tmp_path):
     dense = rounds[rounds["round"] == 0]["test_accuracy_early_stop"]
     assert (dense > 90).all(), "the digits MLP learns the task"
     # Started again, the demo changes nothing and says so.
-    again = subprocess.run([sys.executable, "-m", "lth", "demo", "--output_dir", str(tmp_path / "demo")],
-                           capture_output=True, text=True, timeout=600)
+    again = subprocess.run(
+        [sys.executable, "-m", "lth", "demo", "--output_dir", str(tmp_path / "demo")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert again.returncode == 0 and "nothing to do" in again.stdout

@@ -8,7 +8,6 @@ import sys
 import pandas as pd
 import pytest
 import torch
-
 from conftest import REPO, family_module, require_data
 
 LENET = REPO / "Lenet-300-100"
@@ -51,7 +50,9 @@ def test_bad_flags_give_one_line_and_exit_2(argv, needle):
 def test_missing_data_offline_is_one_clear_line(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    result = run_main("--data_dir", str(empty), "--output_dir", str(tmp_path / "out"), "--iterations", "10", "--rounds", "0")
+    result = run_main(
+        "--data_dir", str(empty), "--output_dir", str(tmp_path / "out"), "--iterations", "10", "--rounds", "0"
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert str(empty / "MNIST" / "raw") in result.stderr and "LTH_DATA_DIR" in result.stderr
 
@@ -75,7 +76,9 @@ def test_truncated_mnist_file_is_reported(tmp_path):
     images = raw / "t10k-images-idx3-ubyte.gz"
     data = gzip.decompress(images.read_bytes())
     images.write_bytes(gzip.compress(data[: len(data) // 2]))
-    result = run_main("--data_dir", str(tmp_path), "--output_dir", str(tmp_path / "out"), "--iterations", "10", "--rounds", "0")
+    result = run_main(
+        "--data_dir", str(tmp_path), "--output_dir", str(tmp_path / "out"), "--iterations", "10", "--rounds", "0"
+    )
     assert result.returncode == 2 and "t10k-images-idx3-ubyte.gz" in result.stderr and "truncated" in result.stderr
 
 
@@ -95,8 +98,23 @@ def test_real_mnist_tickets_match_the_paper_at_a_short_schedule(tmp_path):
     """Dense >= 95%, the 21.1% ticket >= 95%, and the 7.0% ticket beats its random re-init."""
     root = require_data("MNIST/raw")
     main = family_module("Lenet-300-100", "main")
-    common = ["--iterations", "1000", "--eval_every", "500", "--rounds", "12", "--trial", "0",
-              "--data_dir", str(root), "--output_dir", str(tmp_path), "--quiet", "--device", "cpu"]
+    common = [
+        "--iterations",
+        "1000",
+        "--eval_every",
+        "500",
+        "--rounds",
+        "12",
+        "--trial",
+        "0",
+        "--data_dir",
+        str(root),
+        "--output_dir",
+        str(tmp_path),
+        "--quiet",
+        "--device",
+        "cpu",
+    ]
     main.main(common)
     main.main([*common, "--random_reinit"])
     rounds = pd.concat(pd.read_csv(p) for p in tmp_path.glob("*/rounds.csv"))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import family_module, require_data, tiny_mnist
 from imp_fixtures import csv_without_wall_time
 from kill_harness import kill_repeatedly, run_once
@@ -17,9 +16,26 @@ def test_lenet_survives_twenty_kills(tmp_path):
     main = family_module("Lenet-300-100", "main")
 
     def command(output):
-        return lambda: main.main(["--iterations", "90", "--eval_every", "30", "--rounds", "3", "--checkpoint_every", "20",
-                                  "--random_reinit", "--data_dir", str(tmp_path / "data"), "--output_dir", str(output),
-                                  "--quiet", "--device", "cpu"])
+        return lambda: main.main(
+            [
+                "--iterations",
+                "90",
+                "--eval_every",
+                "30",
+                "--rounds",
+                "3",
+                "--checkpoint_every",
+                "20",
+                "--random_reinit",
+                "--data_dir",
+                str(tmp_path / "data"),
+                "--output_dir",
+                str(output),
+                "--quiet",
+                "--device",
+                "cpu",
+            ]
+        )
 
     duration = run_once(command(tmp_path / "reference"))
     # Each life gets a random slice of up to a quarter of the run: kills land in start-up, training,
@@ -43,8 +59,13 @@ def random_cifar(root, train: int = 5200, test: int = 200) -> None:
     per_batch = train // 5
     for name, count in [(f"data_batch_{i}", per_batch) for i in range(1, 6)] + [("test_batch", test)]:
         with open(folder / name, "wb") as handle:
-            pickle.dump({b"data": rng.integers(0, 256, (count, 3072), dtype=np.uint8),
-                         b"labels": rng.integers(0, 10, count).tolist()}, handle)
+            pickle.dump(
+                {
+                    b"data": rng.integers(0, 256, (count, 3072), dtype=np.uint8),
+                    b"labels": rng.integers(0, 10, count).tolist(),
+                },
+                handle,
+            )
 
 
 @pytest.mark.slow
@@ -53,10 +74,33 @@ def test_vgg_survives_twenty_kills(tmp_path):
     main = family_module("VGG", "main")
 
     def command(output):
-        return lambda: main.main(["--width", "0.0625", "--train_iterations", "12", "--eval_every", "12", "--rounds", "1",
-                                  "--checkpoint_every", "3", "--rewind_iteration", "3", "--dense_dir", "none",
-                                  "--data_dir", str(tmp_path / "data"), "--output_dir", str(output), "--quiet",
-                                  "--device", "cpu", "--seed", "1"])
+        return lambda: main.main(
+            [
+                "--width",
+                "0.0625",
+                "--train_iterations",
+                "12",
+                "--eval_every",
+                "12",
+                "--rounds",
+                "1",
+                "--checkpoint_every",
+                "3",
+                "--rewind_iteration",
+                "3",
+                "--dense_dir",
+                "none",
+                "--data_dir",
+                str(tmp_path / "data"),
+                "--output_dir",
+                str(output),
+                "--quiet",
+                "--device",
+                "cpu",
+                "--seed",
+                "1",
+            ]
+        )
 
     duration = run_once(command(tmp_path / "reference"))
     killed = kill_repeatedly(command(tmp_path / "killed"), kills=20, seed=7, span=duration / 4)
@@ -78,7 +122,9 @@ def test_bert_survives_twenty_kills(tmp_path):
     def command(output):
         def run():
             with bert_modules():
-                script.main(tiny_lth_argv(model, data, output, "--sparsity", "0.3", "--checkpoint_every", "2", "--epochs", "1"))
+                script.main(
+                    tiny_lth_argv(model, data, output, "--sparsity", "0.3", "--checkpoint_every", "2", "--epochs", "1")
+                )
 
         return run
 
@@ -109,9 +155,29 @@ def test_cnn_survives_twenty_kills(tmp_path, monkeypatch):
     monkeypatch.setattr(main, "load_data", lambda data_dir, device, seed: tiny)
 
     def command(output):
-        return lambda: main.main(["--arch", "Conv-2", "--iterations", "6", "--eval_every", "3", "--prune_iterations", "2", "--batch_size", "20",
-                                  "--checkpoint_every", "2", "--dropout_rate", "0.5", "--output_dir", str(output),
-                                  "--quiet", "--device", "cpu"])
+        return lambda: main.main(
+            [
+                "--arch",
+                "Conv-2",
+                "--iterations",
+                "6",
+                "--eval_every",
+                "3",
+                "--prune_iterations",
+                "2",
+                "--batch_size",
+                "20",
+                "--checkpoint_every",
+                "2",
+                "--dropout_rate",
+                "0.5",
+                "--output_dir",
+                str(output),
+                "--quiet",
+                "--device",
+                "cpu",
+            ]
+        )
 
     duration = run_once(command(tmp_path / "reference"))
     killed = kill_repeatedly(command(tmp_path / "killed"), kills=20, seed=5, span=duration / 4)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from imp_fixtures import DIGITS, csv_without_wall_time, digits_recipe
+
 from lth.batches import ShuffledBatches
 from lth.demo import DigitsMLP
 from lth.imp import IMPSettings, _prepare_round, run_imp
@@ -18,7 +18,9 @@ from lth.training import RoundSchedule, classification_loss, early_stop_summary,
 
 def half_pruned_mask(model) -> Mask:
     generator = torch.Generator().manual_seed(0)
-    return Mask({n: torch.rand(p.shape, generator=generator) < 0.5 for n, p in model.named_parameters() if n.endswith("weight")})
+    return Mask(
+        {n: torch.rand(p.shape, generator=generator) < 0.5 for n, p in model.named_parameters() if n.endswith("weight")}
+    )
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "sgd_momentum_weight_decay"])
@@ -37,8 +39,15 @@ def test_pruned_weights_stay_exactly_zero_through_training(optimizer):
     opt.step()
     mask.apply(model)
     batches = ShuffledBatches(DIGITS.train_x, DIGITS.train_y, 32, seed=0)
-    train_round(model, opt, batches, classification_loss, lambda m: {"val_loss": 0.0}, RoundSchedule(30, 10),
-                enforce_mask=mask.enforcer(model))
+    train_round(
+        model,
+        opt,
+        batches,
+        classification_loss,
+        lambda m: {"val_loss": 0.0},
+        RoundSchedule(30, 10),
+        enforce_mask=mask.enforcer(model),
+    )
     params = dict(model.named_parameters())
     for name, keep in mask.layers.items():
         assert (params[name][~keep] == 0).all()
@@ -118,7 +127,9 @@ def test_late_rewinding_uses_weights_at_iteration_k(tmp_path):
     model = DigitsMLP()
     model.load_state_dict(state["init"])
     optimizer = recipe.make_optimizer(model)
-    train_round(model, optimizer, recipe.batches, classification_loss, lambda m: {"val_loss": 0.0}, RoundSchedule(10, 10))
+    train_round(
+        model, optimizer, recipe.batches, classification_loss, lambda m: {"val_loss": 0.0}, RoundSchedule(10, 10)
+    )
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, state["rewind"][name])
     mask, weights = _prepare_round(1, state, recipe, settings)
