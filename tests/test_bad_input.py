@@ -209,3 +209,109 @@ def test_vgg_bad_flags(capsys, tmp_path, argv, needle):
     main = family_module("VGG", "main")
     line = call(main.main, ["--output_dir", str(tmp_path), *argv], capsys)
     assert needle in line or needle.replace("--", "") in line
+
+
+CNN_CASES = [
+    (["--arch", "Conv-9"], "--arch"),
+    (["--conv_prune_rate", "1.5"], "--conv_prune_rate"),
+    (["--run_type", "lucky_ticket"], "--run_type"),
+    (["--dropout_rate", "1.0"], "--dropout_rate"),
+    (["--batch_size", "0"], "--batch_size"),
+    (["--iterations", "0"], "--iterations"),
+    (["--mode", "evaluate"], "--mode"),
+]
+
+
+@pytest.mark.parametrize("argv, needle", CNN_CASES)
+def test_cnn_bad_flags(capsys, tmp_path, argv, needle):
+    main = family_module("CNN", "main")
+    assert needle in call(main.main, ["--output_dir", str(tmp_path), *argv], capsys)
+
+
+@pytest.fixture(scope="module")
+def bert_workspace(tmp_path_factory):
+    """A tiny BERT, tiny GLUE files and a finished ticket whose files must survive bad calls."""
+    from test_bert_support import bert_modules, load_bert_script, make_tiny_glue, make_tiny_model, tiny_lth_argv
+
+    root = tmp_path_factory.mktemp("bert_bad_input")
+    model = make_tiny_model(root / "model")
+    data = make_tiny_glue(root / "data")
+    script = load_bert_script("lottery_ticket_bert")
+    with bert_modules():
+        script.main(tiny_lth_argv(model, data, root / "out", "--sparsity", "0.2"))
+    return {"root": root, "model": model, "data": data, "argv": tiny_lth_argv}
+
+
+def bert_call(name, argv, capsys) -> str:
+    from test_bert_support import bert_modules, load_bert_script
+
+    script = load_bert_script(name)
+    with bert_modules():
+        return call(script.main, argv, capsys)
+
+
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (["--task", "mnli"], "--task"),
+        (["--sparsity", "1.0"], "--sparsity"),
+        (["--sparsity", "-0.2"], "--sparsity"),
+        (["--batch_size", "0"], "--batch_size"),
+        (["--subset", "-5"], "--subset"),
+    ],
+)
+def test_bert_bad_flags(bert_workspace, capsys, extra, needle):
+    w = bert_workspace
+    before = snapshot(w["root"] / "out")
+    argv = w["argv"](w["model"], w["data"], w["root"] / "out", *extra)
+    assert needle in bert_call("lottery_ticket_bert", argv, capsys)
+    assert snapshot(w["root"] / "out") == before
+
+
+def test_bert_bad_files(bert_workspace, capsys, tmp_path):
+    w = bert_workspace
+    before = snapshot(w["root"] / "out")
+    (ticket,) = [p for p in (w["root"] / "out" / "models").glob("lottery_ticket_*sparsity20*.pt")]
+
+    broken_glue = tmp_path / "glue_data"
+    shutil.copytree(w["data"], broken_glue)
+    train = broken_glue / "glue" / "SST-2" / "train.tsv"
+    train.write_text(train.read_text().replace("sentence\tlabel", "text\tlabel", 1))
+    argv = w["argv"](w["model"], broken_glue, tmp_path / "out", "--sparsity", "0.2")
+    line = bert_call("lottery_ticket_bert", argv, capsys)
+    assert "train.tsv" in line and "sentence" in line
+
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(ticket.read_bytes()[:1000])
+    line = bert_call(
+        "few_shot_training",
+        [
+            "--checkpoint",
+            str(truncated),
+            "--target",
+            "sst2",
+            "--data_dir",
+            str(w["data"]),
+            "--save_dir",
+            str(tmp_path / "fs"),
+        ],
+        capsys,
+    )
+    assert "truncated.pt" in line
+    missing = tmp_path / "no_ticket.pt"
+    assert "no_ticket.pt" in bert_call("few_shot_training", ["--checkpoint", str(missing), "--target", "qqp"], capsys)
+    assert "--mode" in bert_call(
+        "few_shot_training", ["--checkpoint", str(ticket), "--target", "qqp", "--mode", "half"], capsys
+    )
+    assert "--ticket_b" in bert_call("create_ensemble_tickets", ["--ticket_a", str(ticket)], capsys)
+    line = bert_call(
+        "create_ensemble_tickets",
+        ["--ticket_a", str(ticket), "--ticket_b", str(truncated), "--save_dir", str(tmp_path / "ens")],
+        capsys,
+    )
+    assert "truncated.pt" in line
+
+    from lth.cli import main as lth
+
+    assert "truncated.pt" in call(lth, ["ticket", str(truncated)], capsys)
+    assert snapshot(w["root"] / "out") == before
