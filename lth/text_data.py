@@ -298,7 +298,7 @@ def evaluate_text(
     model.train(was_training)
     result = {
         f"{prefix}_loss": loss_sum.item() / len(data),
-        f"{prefix}_accuracy": 100.0 * (predictions == data.labels).float().mean().item(),
+        f"{prefix}_accuracy": 100.0 * int((predictions == data.labels).sum()) / len(data.labels),
     }
     if "f1" in metrics:
         result[f"{prefix}_f1"] = binary_f1(predictions.cpu(), data.labels.cpu())
