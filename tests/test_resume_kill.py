@@ -38,9 +38,9 @@ def test_lenet_survives_twenty_kills(tmp_path):
         )
 
     duration = run_once(command(tmp_path / "reference"))
-    # Each life gets a random slice of up to a quarter of the run: kills land in start-up, training,
+    # Each life gets a random slice of up to a tenth of the run: kills land in start-up, training,
     # checkpoint writes and round ends alike, and progress still accumulates across lives.
-    killed = kill_repeatedly(command(tmp_path / "killed"), kills=20, seed=2026, span=duration / 4)
+    killed = kill_repeatedly(command(tmp_path / "killed"), kills=20, seed=2026, span=duration / 10)
     assert killed >= 15, "most lives should have been cut short"
     name = "lenet300-100-iterative_random_reinit_trial0"
     reference, resumed = tmp_path / "reference" / name, tmp_path / "killed" / name
@@ -103,7 +103,7 @@ def test_vgg_survives_twenty_kills(tmp_path):
         )
 
     duration = run_once(command(tmp_path / "reference"))
-    killed = kill_repeatedly(command(tmp_path / "killed"), kills=20, seed=7, span=duration / 4)
+    killed = kill_repeatedly(command(tmp_path / "killed"), kills=20, seed=7, span=duration / 10)
     assert killed >= 15
     (reference,) = (tmp_path / "reference").iterdir()
     resumed = tmp_path / "killed" / reference.name
@@ -129,7 +129,7 @@ def test_bert_survives_twenty_kills(tmp_path):
         return run
 
     duration = run_once(command(tmp_path / "reference"))
-    killed = kill_repeatedly(command(tmp_path / "killed"), kills=20, seed=11, span=duration / 4)
+    killed = kill_repeatedly(command(tmp_path / "killed"), kills=20, seed=11, span=duration / 10)
     assert killed >= 15
     (reference,) = (tmp_path / "reference" / "runs").iterdir()
     resumed = tmp_path / "killed" / "runs" / reference.name
@@ -180,7 +180,7 @@ def test_cnn_survives_twenty_kills(tmp_path, monkeypatch):
         )
 
     duration = run_once(command(tmp_path / "reference"))
-    killed = kill_repeatedly(command(tmp_path / "killed"), kills=20, seed=5, span=duration / 4)
+    killed = kill_repeatedly(command(tmp_path / "killed"), kills=20, seed=5, span=duration / 10)
     assert killed >= 15
     (reference,) = (p for p in (tmp_path / "reference").iterdir() if p.is_dir())
     resumed = tmp_path / "killed" / reference.name
