@@ -119,6 +119,10 @@ class RunDirectory:
         ensure_output_dir(self.root, self.flag)
         self.path.mkdir(exist_ok=True)
         self.lock.acquire()
+        # A process killed in the middle of an atomic write leaves its temporary file behind; with the
+        # lock held nobody else writes here, so any such file is debris.
+        for debris in self.path.glob(".*.tmp"):
+            debris.unlink(missing_ok=True)
         try:
             self._check_settings()
         except BaseException:
