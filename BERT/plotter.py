@@ -87,8 +87,11 @@ def plot_transfer_heatmaps(transfer: pd.DataFrame, path: Path, metric: str = "de
     for ax, mode in zip(axes[0], modes, strict=True):
         group = transfer[transfer["mode"] == mode]
         mean = group.pivot_table(index="source_label", columns="target", values=metric, aggfunc="mean")
-        sd = group.pivot_table(index="source_label", columns="target", values=metric, aggfunc="std")
+        # With one seed per cell pandas drops the all-NaN std table: align both to the mean's cells.
+        sd = group.pivot_table(index="source_label", columns="target", values=metric, aggfunc="std", dropna=False)
+        sd = sd.reindex(index=mean.index, columns=mean.columns)
         count = group.pivot_table(index="source_label", columns="target", values=metric, aggfunc="count")
+        count = count.reindex(index=mean.index, columns=mean.columns).fillna(0)
         image = ax.imshow(mean.values, cmap="viridis", aspect="auto")
         ax.set_xticks(range(len(mean.columns)), mean.columns)
         ax.set_yticks(range(len(mean.index)), mean.index)
