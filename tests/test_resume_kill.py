@@ -9,6 +9,20 @@ from imp_fixtures import csv_without_wall_time
 from kill_harness import kill_repeatedly, run_once
 
 
+def assert_kills_change_nothing(command, tmp_path, seed: int, runs: str = "") -> None:
+    """Run once uninterrupted, then again through twenty SIGKILLs and restarts; the CSVs must match."""
+    duration = run_once(command(tmp_path / "reference"))
+    # Each life gets a random slice of up to a tenth of the run: kills land in start-up, training,
+    # checkpoint writes and round ends alike, and progress still accumulates across lives.
+    killed = kill_repeatedly(command(tmp_path / "killed"), kills=20, seed=seed, span=duration / 10)
+    assert killed >= 15, "most lives should have been cut short"
+    (reference,) = (p for p in (tmp_path / "reference" / runs).iterdir() if (p / "rounds.csv").exists())
+    resumed = tmp_path / "killed" / runs / reference.name
+    assert csv_without_wall_time(resumed / "rounds.csv") == csv_without_wall_time(reference / "rounds.csv")
+    assert (resumed / "curve.csv").read_bytes() == (reference / "curve.csv").read_bytes()
+    assert not list(resumed.glob(".*.tmp")), "no temporary files left behind"
+
+
 @pytest.mark.slow
 def test_lenet_survives_twenty_kills(tmp_path):
     source = require_data("MNIST/raw")
@@ -37,16 +51,7 @@ def test_lenet_survives_twenty_kills(tmp_path):
             ]
         )
 
-    duration = run_once(command(tmp_path / "reference"))
-    # Each life gets a random slice of up to a tenth of the run: kills land in start-up, training,
-    # checkpoint writes and round ends alike, and progress still accumulates across lives.
-    killed = kill_repeatedly(command(tmp_path / "killed"), kills=20, seed=2026, span=duration / 10)
-    assert killed >= 15, "most lives should have been cut short"
-    name = "lenet300-100-iterative_random_reinit_trial0"
-    reference, resumed = tmp_path / "reference" / name, tmp_path / "killed" / name
-    assert csv_without_wall_time(resumed / "rounds.csv") == csv_without_wall_time(reference / "rounds.csv")
-    assert (resumed / "curve.csv").read_bytes() == (reference / "curve.csv").read_bytes()
-    assert not list(resumed.glob(".*.tmp")), "no temporary files left behind"
+    assert_kills_change_nothing(command, tmp_path, seed=2026)
 
 
 def random_cifar(root, train: int = 5200, test: int = 200) -> None:
@@ -102,13 +107,7 @@ def test_vgg_survives_twenty_kills(tmp_path):
             ]
         )
 
-    duration = run_once(command(tmp_path / "reference"))
-    killed = kill_repeatedly(command(tmp_path / "killed"), kills=20, seed=7, span=duration / 10)
-    assert killed >= 15
-    (reference,) = (tmp_path / "reference").iterdir()
-    resumed = tmp_path / "killed" / reference.name
-    assert csv_without_wall_time(resumed / "rounds.csv") == csv_without_wall_time(reference / "rounds.csv")
-    assert (resumed / "curve.csv").read_bytes() == (reference / "curve.csv").read_bytes()
+    assert_kills_change_nothing(command, tmp_path, seed=7)
 
 
 @pytest.mark.slow
@@ -128,13 +127,7 @@ def test_bert_survives_twenty_kills(tmp_path):
 
         return run
 
-    duration = run_once(command(tmp_path / "reference"))
-    killed = kill_repeatedly(command(tmp_path / "killed"), kills=20, seed=11, span=duration / 10)
-    assert killed >= 15
-    (reference,) = (tmp_path / "reference" / "runs").iterdir()
-    resumed = tmp_path / "killed" / "runs" / reference.name
-    assert csv_without_wall_time(resumed / "rounds.csv") == csv_without_wall_time(reference / "rounds.csv")
-    assert (resumed / "curve.csv").read_bytes() == (reference / "curve.csv").read_bytes()
+    assert_kills_change_nothing(command, tmp_path, seed=11, runs="runs")
     tickets = sorted(p.name for p in (tmp_path / "reference" / "models").glob("*.pt"))
     assert tickets and tickets == sorted(p.name for p in (tmp_path / "killed" / "models").glob("*.pt"))
 
@@ -179,10 +172,4 @@ def test_cnn_survives_twenty_kills(tmp_path, monkeypatch):
             ]
         )
 
-    duration = run_once(command(tmp_path / "reference"))
-    killed = kill_repeatedly(command(tmp_path / "killed"), kills=20, seed=5, span=duration / 10)
-    assert killed >= 15
-    (reference,) = (p for p in (tmp_path / "reference").iterdir() if p.is_dir())
-    resumed = tmp_path / "killed" / reference.name
-    assert csv_without_wall_time(resumed / "rounds.csv") == csv_without_wall_time(reference / "rounds.csv")
-    assert (resumed / "curve.csv").read_bytes() == (reference / "curve.csv").read_bytes()
+    assert_kills_change_nothing(command, tmp_path, seed=5)
