@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import socket
@@ -11,7 +10,7 @@ from pathlib import Path
 
 from lth.errors import UserError
 from lth.results import is_finished
-from lth.storage import atomic_write_text
+from lth.storage import DirectoryLock, atomic_write_text
 
 DEFAULT_HEADERS = {
     "lsf": [
@@ -103,18 +102,10 @@ def run_status(run_path: Path) -> str:
         return "finished"
     if not run_path.exists():
         return "missing"
-    lock = run_path / ".lock"
-    if lock.exists():
-        try:
-            host, pid = lock.read_text().split()
-            if host != socket.gethostname():
-                return f"running (host {host})"
-            os.kill(int(pid), 0)
-            return f"running (pid {pid})"
-        except (ValueError, ProcessLookupError):
-            pass
-        except PermissionError:
-            return "running"
+    holder = DirectoryLock(run_path).live_holder()
+    if holder is not None:
+        host, pid = holder
+        return f"running (pid {pid})" if host == socket.gethostname() else f"running (host {host})"
     if (run_path / "failed").exists():
         return "failed: " + (run_path / "failed").read_text().strip().splitlines()[-1][:120]
     return (

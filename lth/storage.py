@@ -115,6 +115,17 @@ class DirectoryLock:
         except (OSError, ValueError):
             return None
 
+    def live_holder(self) -> tuple[str, int] | None:
+        """(host, pid) of the process holding the lock; None when the lock is free, unreadable, or left by a
+        process on this host that is gone. A holder on another host cannot be checked and counts as live."""
+        holder = self._holder()
+        if holder is None:
+            return None
+        host, pid = holder
+        if host == socket.gethostname() and not _pid_alive(pid):
+            return None
+        return holder
+
     def acquire(self) -> DirectoryLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         me = f"{socket.gethostname()} {os.getpid()}"
@@ -130,10 +141,10 @@ class DirectoryLock:
                     if self._holder() is None:
                         self.path.unlink(missing_ok=True)
                     continue
-                host, pid = holder
-                if host == socket.gethostname() and not _pid_alive(pid):
+                if self.live_holder() is None:
                     self.path.unlink(missing_ok=True)  # stale: its process is gone
                     continue
+                host, pid = holder
                 raise RunLockedError(
                     f"run directory {self.path.parent} is in use by pid {pid} on host {host}; "
                     f"wait for it, or delete {self.path} if that process is gone"

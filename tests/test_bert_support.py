@@ -7,15 +7,15 @@ import contextlib
 import importlib
 import os
 import random
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from lth.sweep import _script_folder_on_path
+
 REPO = Path(__file__).resolve().parents[1]
 BERT_DIR = REPO / "BERT"
-FAMILY_MODULES = ("data", "models", "model", "pruning", "trainer", "plotter", "train")
 POSITIVE = ["good", "great", "fine", "lovely", "superb"]
 NEGATIVE = ["bad", "awful", "poor", "dull", "boring"]
 FILLER = ["the", "film", "movie", "plot", "was", "is", "a", "very", "and", "story", "acting", "quite"]
@@ -31,16 +31,9 @@ def real_data_root() -> Path:
 
 @contextlib.contextmanager
 def bert_modules():
-    """Import the BERT family's modules by plain name, isolated from other families'."""
-    saved = {name: sys.modules.pop(name) for name in FAMILY_MODULES if name in sys.modules}
-    sys.path.insert(0, str(BERT_DIR))
-    try:
-        yield lambda name: importlib.import_module(name)
-    finally:
-        sys.path.remove(str(BERT_DIR))
-        for name in FAMILY_MODULES:
-            sys.modules.pop(name, None)
-        sys.modules.update(saved)
+    """Import the BERT family's modules by plain name, isolated from other families' (as `lth sweep` does)."""
+    with _script_folder_on_path(BERT_DIR):
+        yield importlib.import_module
 
 
 def load_bert_script(name: str):
