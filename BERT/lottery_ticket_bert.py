@@ -81,6 +81,12 @@ def parse_args(argv=None):
         help="share of the ORIGINAL prunable weights removed per round",
     )
     parser.add_argument(
+        "--keep_pooler",
+        action="store_true",
+        help="leave the pooler dense and out of the global ranking (for a pooler that was never trained, "
+        "as in the offline MiniLM, whose small weights global pruning would remove first)",
+    )
+    parser.add_argument(
         "--max_length", type=positive_int, default=MAX_LENGTH, help="tokens per example (longer ones are truncated)"
     )
     parser.add_argument(
@@ -120,9 +126,10 @@ def percent(value: float) -> int:
     return int(round(100 * value))
 
 
-def ticket_path(save_dir: str | Path, task: str, sparsity: float, seed: int) -> Path:
-    """The earlier study's names, which the few-shot configs use."""
-    return Path(save_dir) / f"lottery_ticket_{task}_sparsity{percent(sparsity)}_seed{seed}.pt"
+def ticket_path(save_dir: str | Path, task: str, sparsity: float, seed: int, keep_pooler: bool = False) -> Path:
+    """The earlier study's names, which the few-shot configs use (a dense-pooler ticket says so)."""
+    suffix = "_keep-pooler" if keep_pooler else ""
+    return Path(save_dir) / f"lottery_ticket_{task}_sparsity{percent(sparsity)}_seed{seed}{suffix}.pt"
 
 
 def model_label(name_or_path: str) -> str:
@@ -138,6 +145,8 @@ def run_directory(args) -> Path:
     ]
     if args.subset:
         parts.append(("subset", args.subset))
+    if args.keep_pooler:
+        parts.append(("", "keep-pooler"))
     parts.append(("seed", args.seed))
     return Path(args.output_dir) / run_name(parts)
 
@@ -154,6 +163,7 @@ def write_tickets(args, run_path: Path) -> list[Path]:
         "seed": args.seed,
         "rewind_to": args.rewind_to,
         "rewind_iteration": k,
+        "keep_pooler": args.keep_pooler,
         "model_name_or_path": args.model_name_or_path,
         "history": state["rows"],
         "run_dir": str(run_path),
@@ -162,7 +172,9 @@ def write_tickets(args, run_path: Path) -> list[Path]:
     dense = Mask({n: m | True for n, m in mask.layers.items()})
     for sparsity, ticket_mask in ((0.0, dense), (args.sparsity, mask)):
         ticket = make_ticket(args.model_name_or_path, ticket_mask, weights, dict(metadata, target_sparsity=sparsity))
-        written.append(save_ticket(ticket_path(args.save_dir, args.task, sparsity, args.seed), ticket))
+        written.append(
+            save_ticket(ticket_path(args.save_dir, args.task, sparsity, args.seed, args.keep_pooler), ticket)
+        )
     return written
 
 
@@ -173,7 +185,7 @@ def main(argv=None) -> None:
     configure_threads()
     resolve_model(args.model_name_or_path)  # an unusable --model_name_or_path fails before anything is written
     run = RunDirectory(args.output_dir, run_directory(args).name, settings_of(args))
-    tickets = [ticket_path(args.save_dir, args.task, s, args.seed) for s in (0.0, args.sparsity)]
+    tickets = [ticket_path(args.save_dir, args.task, s, args.seed, args.keep_pooler) for s in (0.0, args.sparsity)]
     if is_finished(run.path) and all(p.exists() for p in tickets):
         print(f"{run.path}: finished earlier; nothing to do (tickets: {', '.join(map(str, tickets))})")
         return
@@ -184,7 +196,7 @@ def main(argv=None) -> None:
             data = load_task_data(args.task, tokenizer, args.data_dir, args.max_length, args.subset, args.seed, device)
             factory = classifier_factory(args.model_name_or_path)
             probe = factory()
-            names = bert_prunable_names(probe)
+            names = bert_prunable_names(probe, include_pooler=not args.keep_pooler)
             total = Mask.dense(probe, names).total()
             del probe
             recipe = build_recipe(args, data, device, factory, names)

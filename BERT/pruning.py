@@ -17,10 +17,10 @@ from lth.tickets import prunable_bert_names
 PRUNE_RATE = 0.1  # of the original prunable weights per round
 
 
-def bert_prunable_names(model: nn.Module) -> list[str]:
+def bert_prunable_names(model: nn.Module, include_pooler: bool = True) -> list[str]:
     """Query, key, value, attention output, intermediate and output weights of every layer, and the
-    pooler; never embeddings, LayerNorm, biases or the classifier head."""
-    return prunable_bert_names(name for name, _ in model.named_parameters())
+    pooler (unless left out); never embeddings, LayerNorm, biases or the classifier head."""
+    return prunable_bert_names((name for name, _ in model.named_parameters()), include_pooler)
 
 
 def pruned_count_target(total: int, sparsity: float) -> int:

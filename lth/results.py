@@ -78,7 +78,9 @@ def write_csv(path: str | os.PathLike, rows: list[dict], columns: list[str]) -> 
 
 def settings_differences(saved: dict, current: dict) -> list[str]:
     keys = (set(saved) | set(current)) - LOCATION_SETTINGS
-    return sorted(k for k in keys if saved.get(k) != current.get(k))
+    # A flag added in a later version, left off (None/False), matches a run saved before it existed.
+    added_and_off = {k for k in set(current) - set(saved) if current[k] in (None, False)}
+    return sorted(k for k in keys - added_and_off if saved.get(k) != current.get(k))
 
 
 def run_name(parts: list[tuple[str, Any]]) -> str:

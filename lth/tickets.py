@@ -47,8 +47,8 @@ def is_prunable_bert_weight(name: str) -> bool:
     return bool(_PRUNABLE.search(name))
 
 
-def prunable_bert_names(names) -> list[str]:
-    return [n for n in names if is_prunable_bert_weight(n)]
+def prunable_bert_names(names, include_pooler: bool = True) -> list[str]:
+    return [n for n in names if is_prunable_bert_weight(n) and (include_pooler or "pooler." not in n)]
 
 
 @dataclass

@@ -21,7 +21,7 @@ def test_fewshot_configs_name_files_the_lth_runs_write():
     for line in lth_lines:
         args = lth.parse_args(line.argv)
         for sparsity in (0.0, args.sparsity):
-            written.add(lth.ticket_path("models", args.task, sparsity, args.seed).as_posix())
+            written.add(lth.ticket_path("models", args.task, sparsity, args.seed, args.keep_pooler).as_posix())
     seeds = {lth.parse_args(line.argv).seed for line in lth_lines}
     ensembles = {f"models/ensemble_ticket_sst2_qqp_union_seed{s}.pt" for s in seeds}
     lines = read_config(BERT_DIR / "few_shot_configs.txt")

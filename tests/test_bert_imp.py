@@ -39,6 +39,8 @@ def test_prunable_set_is_the_encoder_linears_and_the_pooler(tiny_model):  # noqa
         "bert.pooler.dense.weight"
     ]
     assert names == expected
+    with bert_modules() as module:
+        assert module("pruning").bert_prunable_names(model, include_pooler=False) == expected[:-1]
     assert not any("embeddings" in n or "LayerNorm" in n or n.endswith("bias") or "classifier" in n for n in names)
 
 
@@ -162,6 +164,27 @@ def test_entry_writes_exact_tickets_and_csvs(tiny_model, tiny_glue, tmp_path):  
     with bert_modules():
         lth.main(tiny_lth_argv(tiny_model, tiny_glue, tmp_path, "--task", "qqp", "--sparsity", "0.25"))
     assert len(read_csv_rows(run_dir / "rounds.csv")) == 4
+
+
+def test_keep_pooler_leaves_the_pooler_dense_and_out_of_the_ranking(tiny_model, tiny_glue, tmp_path):  # noqa: F811
+    """For a pooler that was never trained (MiniLM): the encoder alone is ranked and pruned."""
+    flags = ("--sparsity", "0.2", "--keep_pooler")
+    lth, args = tiny_args(tiny_model, tiny_glue, tmp_path, *flags)
+    with bert_modules():
+        lth.main(tiny_lth_argv(tiny_model, tiny_glue, tmp_path, *flags))
+    assert "keep-pooler" in lth.run_directory(args).name
+    path = lth.ticket_path(args.save_dir, "sst2", 0.2, 42, keep_pooler=True)
+    assert path.name == "lottery_ticket_sst2_sparsity20_seed42_keep-pooler.pt"
+    ticket = load_ticket(path)
+    reference = pretrained(tiny_model, seed=42).state_dict()
+    encoder = [f"bert.encoder.layer.{i}.{kind}.weight" for i in range(2) for kind in KINDS]
+    assert sorted(ticket.mask.layers) == sorted(encoder)
+    total = ticket.mask.total()
+    assert total - ticket.mask.kept() == int(0.2 * total + 0.5)  # exact, over the encoder alone
+    assert torch.equal(ticket.rewind_weights["bert.pooler.dense.weight"], reference["bert.pooler.dense.weight"])
+    assert ticket.metadata["keep_pooler"] is True
+    # The default run still prunes the pooler and keeps the earlier ticket names.
+    assert not lth.ticket_path(args.save_dir, "sst2", 0.2, 42).exists()
 
 
 class Interrupt(Exception):

@@ -202,6 +202,17 @@ def test_settings_mismatch_is_refused(tmp_path):
         RunDirectory(tmp_path, "run", {"lr": 0.2}).open()
 
 
+def test_a_flag_added_later_and_left_off_still_matches_an_earlier_run(tmp_path):
+    from lth.errors import UserError
+
+    with RunDirectory(tmp_path, "run", {"lr": 0.1}):
+        pass
+    with RunDirectory(tmp_path, "run", {"lr": 0.1, "keep_pooler": False}):  # resumes the earlier run
+        pass
+    with pytest.raises(UserError, match="other settings.*keep_pooler"):
+        RunDirectory(tmp_path, "run", {"lr": 0.1, "keep_pooler": True}).open()
+
+
 def test_second_writer_is_refused_while_the_first_holds_the_lock(tmp_path):
     from lth.errors import RunLockedError
 
