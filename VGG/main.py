@@ -21,6 +21,7 @@ from trainer import (
     build_recipe,
     dense_run_directory,
     finish_training_arguments,
+    schedule_columns,
     width_label,
 )
 
@@ -163,7 +164,7 @@ def main(argv=None) -> None:
         seed=args.seed,
         run_type=args.run_type,
         rewind_iteration=args.rewind_iteration,
-        extra_columns={"rewind_iteration": args.rewind_iteration, "pruning": args.pruning, "width": args.width},
+        extra_columns={"rewind_iteration": args.rewind_iteration, "pruning": args.pruning, **schedule_columns(args)},
     )
     settings.initial_state = dense_round_source(args, settings)
     run_experiment(

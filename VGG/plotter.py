@@ -78,9 +78,19 @@ def plot_all(
     rounds = pruning_runs(load_rounds(results_dir))
     output_dir = Path(output_dir or results_dir)
     written = []
-    for width, group in rounds.groupby("width"):
-        name = f"vgg19-w{width_label(width)}_rewinding_{metric}.png"
-        written.append(rewinding_figure(group, output_dir / name, metric, title=f"VGG-19 (width {width:g})"))
+    # Runs of another width or schedule never share a figure (CSVs written before the schedule
+    # columns existed form one group of their own).
+    keys = [k for k in ("width", "train_iterations", "lr", "batch_size") if k in rounds]
+    for values, group in rounds.groupby(keys, dropna=False):
+        setting = dict(zip(keys, values, strict=True))
+        label = f"vgg19-w{width_label(setting['width'])}"
+        title = f"VGG-19 (width {setting['width']:g}"
+        if pd.notna(setting.get("train_iterations")):
+            label += f"_it{int(setting['train_iterations'])}"
+            title += f", {int(setting['train_iterations'])} iterations per round, lr {setting['lr']:g}"
+            title += f", batch {int(setting['batch_size'])}"
+        name = f"{label}_rewinding_{metric}.png"
+        written.append(rewinding_figure(group, output_dir / name, metric, title=title + ")"))
     return written
 
 

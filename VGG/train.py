@@ -12,7 +12,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from data import load_data
-from trainer import RESULTS_DIR, add_training_arguments, build_recipe, dense_run_directory, finish_training_arguments
+from trainer import (
+    RESULTS_DIR,
+    add_training_arguments,
+    build_recipe,
+    dense_run_directory,
+    finish_training_arguments,
+    schedule_columns,
+)
 
 from lth.arguments import ArgumentParser, non_negative_int
 from lth.errors import UserError, user_facing
@@ -50,7 +57,7 @@ def main(argv=None) -> None:
         rounds=0,
         seed=args.seed,
         snapshot_iterations=tuple(args.save_iterations),
-        extra_columns={"rewind_iteration": 0, "pruning": "global", "width": args.width},
+        extra_columns={"rewind_iteration": 0, "pruning": "global", **schedule_columns(args)},
     )
     run_experiment(
         args,

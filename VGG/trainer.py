@@ -149,6 +149,16 @@ def build_recipe(args: argparse.Namespace, data: ImageData, device: str) -> IMPR
     )
 
 
+def schedule_columns(args: argparse.Namespace) -> dict:
+    """The rounds.csv columns that keep runs of other widths or schedules out of each other's figures."""
+    return {
+        "width": args.width,
+        "train_iterations": args.train_iterations,
+        "lr": args.lr,
+        "batch_size": args.batch_size,
+    }
+
+
 def width_label(width: float) -> str:
     return f"{width:g}"
 

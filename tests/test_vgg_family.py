@@ -370,6 +370,22 @@ def test_plots_build_from_rounds_csvs(vgg, tmp_path):
     assert (tmp_path / "vgg19-w0.125_rewinding_early_stop.png").exists()
 
 
+def test_runs_of_other_schedules_never_share_a_figure(vgg, tmp_path):
+    write_committed_format_rounds(tmp_path / "before-schedule-columns")
+    for iterations in (2000, 6000):
+        for csv in (tmp_path / "before-schedule-columns").rglob("rounds.csv"):
+            frame = pd.read_csv(csv).assign(train_iterations=iterations, lr=0.1, batch_size=64)
+            target = tmp_path / f"it{iterations}" / csv.parent.name / "rounds.csv"
+            target.parent.mkdir(parents=True)
+            frame.to_csv(target, index=False)
+    written = vgg.plotter.plot_all(tmp_path, tmp_path / "figures")
+    assert sorted(p.name for p in written) == [
+        "vgg19-w0.125_it2000_rewinding_final.png",
+        "vgg19-w0.125_it6000_rewinding_final.png",
+        "vgg19-w0.125_rewinding_final.png",
+    ]
+
+
 def config_run_lines() -> list[str]:
     return [
         line for line in (VGG_DIR / "configs.txt").read_text().splitlines() if line.strip() and not line.startswith("#")
