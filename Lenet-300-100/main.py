@@ -87,7 +87,7 @@ def main(argv=None) -> None:
         run_type=run_type,
         extra_columns={"mode": args.mode, "trial": args.trial},
     )
-    run_experiment(args, name, lambda device: load_data(args.data_dir, device, args.seed), build_recipe, settings)
+    run_experiment(args, name, load_data, build_recipe, settings)
 
 
 if __name__ == "__main__":

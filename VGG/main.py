@@ -170,7 +170,7 @@ def main(argv=None) -> None:
     run_experiment(
         args,
         run_directory(args).name,
-        lambda device: load_data(args.data_dir, device, args.seed),
+        load_data,
         build_recipe,
         settings,
     )

@@ -51,11 +51,14 @@ def recording_failure(run_path: Path):
 def run_experiment(
     args: argparse.Namespace,
     name: str,
-    load_data: Callable[[str], object],
+    load_data: Callable[[str | None, str, int], object],
     build_recipe: Callable[[argparse.Namespace, object, str], IMPRecipe],
     imp_settings: IMPSettings,
 ) -> Path:
-    """Open (or resume) the run directory `name` under args.output_dir and run IMP in it."""
+    """Open (or resume) the run directory `name` under args.output_dir and run IMP in it.
+
+    `load_data(args.data_dir, device, seed)` gives the family's data; `build_recipe(args, data, device)` its recipe.
+    """
     device = resolve_device(getattr(args, "device", "auto"))
     if device == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -68,7 +71,7 @@ def run_experiment(
     ensure_output_dir(args.output_dir)
     # Data first: a missing or broken dataset must not leave a half-made run directory behind.
     seed_everything(imp_settings.seed)
-    data = load_data(device)
+    data = load_data(args.data_dir, device, imp_settings.seed)
     with run:
         with recording_failure(run.path):
             seed_everything(imp_settings.seed)
