@@ -74,7 +74,7 @@ def run_experiment(
     data = load_data(args.data_dir, device, imp_settings.seed)
     with run:
         with recording_failure(run.path):
-            seed_everything(imp_settings.seed)
+            seed_everything(imp_settings.seed)  # again: the recipe must not depend on what the data load drew
             recipe = build_recipe(args, data, device)
             run_imp(run, recipe, imp_settings, quiet=getattr(args, "quiet", False))
     print(f"results: {run.rounds_csv} and {run.curve_csv}")
