@@ -16,7 +16,7 @@ from model import classifier_factory, resolve_model
 from lth.arguments import ArgumentParser
 from lth.errors import UserError, user_facing
 from lth.results import write_csv
-from lth.storage import atomic_write_json
+from lth.storage import atomic_write_json, read_json
 from lth.tickets import Ticket, load_ticket, make_ticket, save_ticket
 
 HERE = Path(__file__).resolve().parent
@@ -88,7 +88,23 @@ def ensemble_name(a: Ticket, b: Ticket, combine: str) -> str:
     tasks = [str(t.metadata.get("task") or t.label) for t in (a, b)]
     seeds = {t.metadata.get("seed") for t in (a, b)}
     seed = "-".join(str(t.metadata.get("seed")) for t in (a, b)) if len(seeds) > 1 else str(seeds.pop())
-    return f"ensemble_ticket_{tasks[0]}_{tasks[1]}_{combine}_seed{seed}.pt"
+    suffix = "_keep-pooler" if all(t.metadata.get("keep_pooler") for t in (a, b)) else ""
+    return f"ensemble_ticket_{tasks[0]}_{tasks[1]}_{combine}_seed{seed}{suffix}.pt"
+
+
+def refuse_other_ensemble(out: Path, summary: dict) -> None:
+    """Writing the same ensemble again is harmless (every array task of run_fewshot.sh may build it);
+    replacing an ensemble of other tickets is not."""
+    saved = out.with_name(out.stem + "_summary.json")
+    if not saved.exists():
+        return
+    earlier = read_json(saved, "ensemble summary")
+    same = [Path(p).name for p in earlier.get("sources", [])] == [Path(p).name for p in summary["sources"]]
+    if not same or earlier.get("combine") != summary["combine"]:
+        raise UserError(
+            f"{out} already holds the {earlier.get('combine')} of {', '.join(earlier.get('sources', []))}; "
+            "give another --save_dir or --output_name"
+        )
 
 
 def combine_tickets(a: Ticket, b: Ticket, combine: str, weights: dict) -> tuple[Ticket, list[dict], dict]:
@@ -137,6 +153,7 @@ def main(argv=None) -> Path:
     weights = pretrained_weights(a, b, args.model_name_or_path)
     ticket, layers, summary = combine_tickets(a, b, args.combine, weights)
     out = Path(args.save_dir) / (args.output_name or ensemble_name(a, b, args.combine))
+    refuse_other_ensemble(out, summary)
     save_ticket(out, ticket)
     write_csv(out.with_name(out.stem + "_layers.csv"), layers, LAYER_COLUMNS)
     atomic_write_json(out.with_name(out.stem + "_summary.json"), dict(summary, output=str(out)))

@@ -149,6 +149,41 @@ def test_ensemble_union_and_intersection_on_hand_made_masks(tiny_model, tmp_path
         assert len(layers) == len(mask_a) and {"jaccard", "sparsity_a_pct", "sparsity_result_pct"} <= set(layers[0])
 
 
+def test_ensemble_rebuilds_the_same_inputs_but_never_replaces_another(tiny_model, tmp_path, capsys):  # noqa: F811
+    model = classifier(tiny_model)
+    a = ticket_file(
+        tmp_path, tiny_model, "lottery_ticket_sst2_sparsity60_seed42.pt", random_mask(model, 0.6, 5), "sst2"
+    )
+    b = ticket_file(tmp_path, tiny_model, "lottery_ticket_qqp_sparsity70_seed42.pt", random_mask(model, 0.7, 6), "qqp")
+    other = ticket_file(
+        tmp_path, tiny_model, "lottery_ticket_qqp_sparsity50_seed42.pt", random_mask(model, 0.5, 7), "qqp"
+    )
+    script = load_bert_script("create_ensemble_tickets")
+    argv = ["--ticket_a", str(a), "--save_dir", str(tmp_path / "ens")]
+    with bert_modules():
+        out = script.main([*argv, "--ticket_b", str(b)])
+        before = out.read_bytes()
+        assert script.main([*argv, "--ticket_b", str(b)]) == out  # the same ensemble again: fine
+        with pytest.raises(SystemExit) as stop:
+            script.main([*argv, "--ticket_b", str(other)])  # same name, other tickets
+    assert stop.value.code == 2
+    assert "already holds the union of" in capsys.readouterr().err
+    assert out.read_bytes() == before
+
+
+def test_keep_pooler_tickets_make_their_own_ensemble_name(tiny_model, tmp_path):  # noqa: F811
+    model = classifier(tiny_model)
+    tickets = []
+    for task, seed in (("sst2", 5), ("qqp", 6)):
+        full = random_mask(model, 0.6, seed)
+        encoder_only = Mask({n: keep for n, keep in full.layers.items() if "pooler" not in n})
+        ticket = load_ticket(ticket_file(tmp_path, tiny_model, f"{task}_keep-pooler.pt", encoder_only, task))
+        ticket.metadata["keep_pooler"] = True
+        tickets.append(ticket)
+    script = load_bert_script("create_ensemble_tickets")
+    assert script.ensemble_name(*tickets, "union") == "ensemble_ticket_sst2_qqp_union_seed42_keep-pooler.pt"
+
+
 def test_ensemble_refuses_other_base_models_and_shapes(tiny_model, tmp_path, capsys):  # noqa: F811
     model = classifier(tiny_model)
     mask = random_mask(model, 0.5, seed=8)
