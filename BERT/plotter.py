@@ -43,8 +43,9 @@ def plot_sparsity_curves(rounds: pd.DataFrame, path: Path) -> Path:
     figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
     for ax, (task, metric) in zip(axes[0], panels, strict=True):
         group = rounds[rounds.task == task]
-        for model, by_model in group.groupby("arch"):
-            label = Path(str(model)).name
+        variant = group["run"].map(pooler_note)
+        for (model, kept), by_model in group.groupby(["arch", variant]):
+            label = Path(str(model)).name + kept
             stats = mean_min_max(by_model, ["round"], metric)
             stats["sparsity_pct"] = by_model.groupby("round")["sparsity_pct"].mean().values
             plot_mean_range(ax, stats, "sparsity_pct", f"{label} ticket")
@@ -65,15 +66,22 @@ def plot_sparsity_curves(rounds: pd.DataFrame, path: Path) -> Path:
     return save_figure(figure, path)
 
 
+def pooler_note(name: str) -> str:
+    """--keep_pooler runs and tickets are another method, never averaged with the others; their run
+    and file names carry `keep-pooler` (lottery_ticket_bert.py)."""
+    return ", pooler kept dense" if "keep-pooler" in str(name) else ""
+
+
 def source_label(row) -> str:
-    """A readable source name: 'sst2 ticket 60%', 'ensemble sst2+qqp 41%', 'sst2 dense'."""
+    """A readable source name: 'sst2 ticket 60%', 'union sst2+qqp 60%', 'sst2 dense'."""
     kind, task, sparsity = row["source_kind"], row["source_task"], float(row["source_sparsity_pct"])
+    note = pooler_note(row["source"])
     if kind == "ensemble":
         match = re.search(r"_(union|intersection)_", str(row["source"]))
-        return f"{match.group(1) if match else 'ensemble'} {task} {sparsity:.0f}%"
+        return f"{match.group(1) if match else 'ensemble'} {task} {sparsity:.0f}%{note}"
     if sparsity == 0:
-        return f"{task} dense"
-    return f"{task} ticket {sparsity:.0f}%"
+        return f"{task} dense{note}"
+    return f"{task} ticket {sparsity:.0f}%{note}"
 
 
 def plot_transfer_heatmaps(transfer: pd.DataFrame, path: Path, metric: str = "dev_accuracy") -> Path:

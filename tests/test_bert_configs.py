@@ -94,3 +94,13 @@ def test_plotter_draws_every_figure(tiny_model, tiny_glue, tmp_path):  # noqa: F
     assert all(Path(p).stat().st_size > 1000 for p in written)
     grid, rows_, columns = plotter.layer_grid(plotter.load_ticket(tickets[-1]))
     assert grid.shape == (3, 6) and rows_[-1] == "pooler" and not torch.isnan(torch.tensor(grid[:2])).any()
+
+
+def test_keep_pooler_runs_and_tickets_are_never_averaged_with_the_others():
+    plotter = load_bert_script("plotter")
+    row = {"source_kind": "ticket", "source_task": "sst2", "source_sparsity_pct": 60.0}
+    plain = plotter.source_label({**row, "source": "lottery_ticket_sst2_sparsity60_seed42"})
+    kept = plotter.source_label({**row, "source": "lottery_ticket_sst2_sparsity60_seed42_keep-pooler"})
+    assert plain == "sst2 ticket 60%" and kept == "sst2 ticket 60%, pooler kept dense"
+    assert plotter.pooler_note("bert-sst2_minilm_sparsity60_rewind-pretrained_subset4000_keep-pooler_seed42")
+    assert not plotter.pooler_note("bert-sst2_minilm_sparsity60_rewind-pretrained_subset4000_seed42")
