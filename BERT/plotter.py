@@ -16,6 +16,7 @@ import pandas as pd
 
 from lth.arguments import ArgumentParser
 from lth.errors import UserError, user_facing
+from lth.masks import Mask
 from lth.plotting import load_rounds, mean_min_max, plot_mean_range, save_figure
 from lth.tickets import Ticket, load_ticket
 
@@ -45,17 +46,17 @@ def plot_sparsity_curves(rounds: pd.DataFrame, path: Path) -> Path:
         group = rounds[rounds.task == task]
         variant = group["run"].map(pooler_note)
         for (model, kept), by_model in group.groupby(["arch", variant]):
-            label = Path(str(model)).name + kept
+            label = Path(str(model)).name
             stats = mean_min_max(by_model, ["round"], metric)
             stats["sparsity_pct"] = by_model.groupby("round")["sparsity_pct"].mean().values
-            plot_mean_range(ax, stats, "sparsity_pct", f"{label} ticket")
+            plot_mean_range(ax, stats, "sparsity_pct", f"{label} ticket{kept}")
             dense = stats.loc[stats["round"] == 0, "mean"]
             if len(dense):
                 ax.axhline(
                     float(dense.iloc[0]),
                     linestyle="--",
                     color="gray",
-                    label=f"{label} dense ({float(dense.iloc[0]):.1f})",
+                    label=f"{label} dense{kept}: {float(dense.iloc[0]):.1f}",
                 )
         ax.set_xlabel("sparsity of the prunable weights (%)")
         ax.set_ylabel(METRIC_LABEL[metric])
@@ -69,7 +70,7 @@ def plot_sparsity_curves(rounds: pd.DataFrame, path: Path) -> Path:
 def pooler_note(name: str) -> str:
     """--keep_pooler runs and tickets are another method, never averaged with the others; their run
     and file names carry `keep-pooler` (lottery_ticket_bert.py)."""
-    return ", pooler kept dense" if "keep-pooler" in str(name) else ""
+    return " (pooler kept)" if "keep-pooler" in str(name) else ""
 
 
 def source_label(row) -> str:
@@ -160,12 +161,19 @@ def plot_layer_sparsity(ticket: Ticket, path: Path) -> Path:
     return save_figure(figure, path)
 
 
+def shared_jaccard(a: Mask, b: Mask) -> float:
+    """Jaccard overlap over the layers both masks cover: a --keep_pooler ticket has no pooler mask,
+    so it is compared with the others on the encoder alone."""
+    shared = [n for n in a.names() if n in set(b.names())]
+    return Mask({n: a[n] for n in shared}).jaccard(Mask({n: b[n] for n in shared}))
+
+
 def jaccard_matrix(tickets: list[Ticket]) -> np.ndarray:
     size = len(tickets)
     matrix = np.eye(size)
     for i in range(size):
         for j in range(i + 1, size):
-            matrix[i, j] = matrix[j, i] = tickets[i].mask.jaccard(tickets[j].mask)
+            matrix[i, j] = matrix[j, i] = shared_jaccard(tickets[i].mask, tickets[j].mask)
     return matrix
 
 

@@ -101,6 +101,18 @@ def test_keep_pooler_runs_and_tickets_are_never_averaged_with_the_others():
     row = {"source_kind": "ticket", "source_task": "sst2", "source_sparsity_pct": 60.0}
     plain = plotter.source_label({**row, "source": "lottery_ticket_sst2_sparsity60_seed42"})
     kept = plotter.source_label({**row, "source": "lottery_ticket_sst2_sparsity60_seed42_keep-pooler"})
-    assert plain == "sst2 ticket 60%" and kept == "sst2 ticket 60%, pooler kept dense"
+    assert plain == "sst2 ticket 60%" and kept == "sst2 ticket 60% (pooler kept)"
     assert plotter.pooler_note("bert-sst2_minilm_sparsity60_rewind-pretrained_subset4000_keep-pooler_seed42")
     assert not plotter.pooler_note("bert-sst2_minilm_sparsity60_rewind-pretrained_subset4000_seed42")
+
+
+def test_ticket_overlap_compares_keep_pooler_tickets_on_the_encoder():
+    import torch
+
+    from lth.masks import Mask
+
+    plotter = load_bert_script("plotter")
+    encoder = torch.tensor([True, True, False, False])
+    full = Mask({"encoder.w": encoder, "pooler.dense.weight": torch.tensor([False, False])})
+    kept = Mask({"encoder.w": torch.tensor([True, False, True, False])})
+    assert abs(plotter.shared_jaccard(full, kept) - 1 / 3) < 1e-12
