@@ -17,7 +17,7 @@ from lth.arguments import ArgumentParser
 from lth.errors import UserError, user_facing
 from lth.results import write_csv
 from lth.storage import atomic_write_json, read_json
-from lth.tickets import Ticket, load_ticket, make_ticket, save_ticket
+from lth.tickets import KEEP_POOLER_LABEL, Ticket, load_ticket, make_ticket, save_ticket
 
 HERE = Path(__file__).resolve().parent
 LAYER_COLUMNS = ["layer", "weights", "sparsity_a_pct", "sparsity_b_pct", "sparsity_result_pct", "jaccard"]
@@ -88,7 +88,7 @@ def ensemble_name(a: Ticket, b: Ticket, combine: str) -> str:
     tasks = [str(t.metadata.get("task") or t.label) for t in (a, b)]
     seeds = {t.metadata.get("seed") for t in (a, b)}
     seed = "-".join(str(t.metadata.get("seed")) for t in (a, b)) if len(seeds) > 1 else str(seeds.pop())
-    suffix = "_keep-pooler" if all(t.metadata.get("keep_pooler") for t in (a, b)) else ""
+    suffix = f"_{KEEP_POOLER_LABEL}" if all(t.metadata.get("keep_pooler") for t in (a, b)) else ""
     return f"ensemble_ticket_{tasks[0]}_{tasks[1]}_{combine}_seed{seed}{suffix}.pt"
 
 

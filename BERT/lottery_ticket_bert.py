@@ -31,7 +31,7 @@ from lth.masks import Mask
 from lth.results import RunDirectory, is_finished, run_name
 from lth.storage import load_checkpoint
 from lth.text_data import GLUE_TASKS
-from lth.tickets import make_ticket, save_ticket
+from lth.tickets import KEEP_POOLER_LABEL, make_ticket, save_ticket
 
 HERE = Path(__file__).resolve().parent
 
@@ -128,7 +128,7 @@ def percent(value: float) -> int:
 
 def ticket_path(save_dir: str | Path, task: str, sparsity: float, seed: int, keep_pooler: bool = False) -> Path:
     """The earlier study's names, which the few-shot configs use (a dense-pooler ticket says so)."""
-    suffix = "_keep-pooler" if keep_pooler else ""
+    suffix = f"_{KEEP_POOLER_LABEL}" if keep_pooler else ""
     return Path(save_dir) / f"lottery_ticket_{task}_sparsity{percent(sparsity)}_seed{seed}{suffix}.pt"
 
 
@@ -146,7 +146,7 @@ def run_directory(args) -> Path:
     if args.subset:
         parts.append(("subset", args.subset))
     if args.keep_pooler:
-        parts.append(("", "keep-pooler"))
+        parts.append(("", KEEP_POOLER_LABEL))
     parts.append(("seed", args.seed))
     return Path(args.output_dir) / run_name(parts)
 

@@ -18,7 +18,7 @@ from lth.arguments import ArgumentParser
 from lth.errors import UserError, user_facing
 from lth.masks import Mask
 from lth.plotting import load_rounds, mean_min_max, plot_mean_range, save_figure
-from lth.tickets import Ticket, load_ticket
+from lth.tickets import KEEP_POOLER_LABEL, Ticket, load_ticket
 
 HERE = Path(__file__).resolve().parent
 METRIC_LABEL = {"dev_accuracy": "dev accuracy (%)", "dev_f1": "dev F1 (%)"}
@@ -69,8 +69,8 @@ def plot_sparsity_curves(rounds: pd.DataFrame, path: Path) -> Path:
 
 def pooler_note(name: str) -> str:
     """--keep_pooler runs and tickets are another method, never averaged with the others; their run
-    and file names carry `keep-pooler` (lottery_ticket_bert.py)."""
-    return " (pooler kept)" if "keep-pooler" in str(name) else ""
+    and file names carry KEEP_POOLER_LABEL."""
+    return " (pooler kept)" if KEEP_POOLER_LABEL in str(name) else ""
 
 
 def source_label(row) -> str:
@@ -164,7 +164,8 @@ def plot_layer_sparsity(ticket: Ticket, path: Path) -> Path:
 def shared_jaccard(a: Mask, b: Mask) -> float:
     """Jaccard overlap over the layers both masks cover: a --keep_pooler ticket has no pooler mask,
     so it is compared with the others on the encoder alone."""
-    shared = [n for n in a.names() if n in set(b.names())]
+    in_b = set(b.names())
+    shared = [n for n in a.names() if n in in_b]
     return Mask({n: a[n] for n in shared}).jaccard(Mask({n: b[n] for n in shared}))
 
 

@@ -115,16 +115,17 @@ class DirectoryLock:
         except (OSError, ValueError):
             return None
 
+    @staticmethod
+    def _alive(holder: tuple[str, int]) -> bool:
+        """A holder on another host cannot be checked and counts as live."""
+        host, pid = holder
+        return host != socket.gethostname() or _pid_alive(pid)
+
     def live_holder(self) -> tuple[str, int] | None:
         """(host, pid) of the process holding the lock; None when the lock is free, unreadable, or left by a
-        process on this host that is gone. A holder on another host cannot be checked and counts as live."""
+        process on this host that is gone."""
         holder = self._holder()
-        if holder is None:
-            return None
-        host, pid = holder
-        if host == socket.gethostname() and not _pid_alive(pid):
-            return None
-        return holder
+        return holder if holder is not None and self._alive(holder) else None
 
     def acquire(self) -> DirectoryLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -141,7 +142,7 @@ class DirectoryLock:
                     if self._holder() is None:
                         self.path.unlink(missing_ok=True)
                     continue
-                if self.live_holder() is None:
+                if not self._alive(holder):
                     self.path.unlink(missing_ok=True)  # stale: its process is gone
                     continue
                 host, pid = holder

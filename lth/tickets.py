@@ -47,6 +47,11 @@ def is_prunable_bert_weight(name: str) -> bool:
     return bool(_PRUNABLE.search(name))
 
 
+# Runs, tickets and ensembles made with the pooler left out of pruning carry this in their names;
+# the figures use it to keep them apart from the others.
+KEEP_POOLER_LABEL = "keep-pooler"
+
+
 def prunable_bert_names(names, include_pooler: bool = True) -> list[str]:
     return [n for n in names if is_prunable_bert_weight(n) and (include_pooler or "pooler." not in n)]
 
