@@ -1,11 +1,11 @@
 # Two commands do everything on a fresh machine:
 #   make demo   create .venv, install, run the offline demo (IMP on 8x8 digits, CSVs + figure)
-#   make test   create .venv, install with test extras, run the whole test suite
+#   make test   create .venv, install with test extras, run the whole test suite (one pytest-xdist worker per core)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-quick lint benchmark
+.PHONY: setup demo test test-quick test-serial lint benchmark
 
 $(BIN)/lth: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ test: setup
 
 test-quick: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow"
+
+test-serial: setup
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n 0
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

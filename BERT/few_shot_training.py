@@ -11,22 +11,24 @@ import time
 from pathlib import Path
 
 import torch
-from data import MAX_LENGTH, load_task_data
+from data import load_task_data
 from model import classifier_factory, head_parameter_names, load_tokenizer, resolve_model
+from settings import FewShotSettings
 from trainer import bert_step_loss, linear_schedule, make_adamw, text_evaluator
 
-from lth.arguments import ArgumentParser, add_device_argument, positive_float, positive_int, resolve_device
+from lth.arguments import resolve_device
 from lth.errors import RunLockedError, UserError, user_facing
-from lth.experiment import configure_threads, seed_everything, settings_of
-from lth.results import RunDirectory, is_finished, read_csv_rows, run_name, write_csv
+from lth.experiment import configure_threads, seed_everything
+from lth.results import RunDirectory, csv_value, is_finished, read_csv_rows, write_csv
 from lth.storage import DirectoryLock, atomic_write_json, atomic_write_text
-from lth.text_data import GLUE_TASKS, LengthGroupedBatches
-from lth.tickets import Ticket, load_ticket, load_ticket_into
+from lth.text_data import LengthGroupedBatches
+from lth.tickets import Ticket, head_replacement_note, load_ticket, load_ticket_into
 from lth.training import RoundSchedule, train_round
 
 HERE = Path(__file__).resolve().parent
 TRANSFER_CSV = "transfer.csv"
 TRANSFER_COLUMNS = [
+    "run",
     "source",
     "source_kind",
     "source_task",
@@ -48,55 +50,15 @@ TRANSFER_COLUMNS = [
     "dev_examples",
     "wall_time_s",
 ]
-TRANSFER_KEY = ("source", "target", "mode", "k", "seed")
+TRANSFER_KEY = ("run",)  # one row per run directory (its name carries every setting of the run)
 
 
-def parse_args(argv=None):
-    parser = ArgumentParser(prog="BERT/few_shot_training.py", description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--checkpoint",
-        required=True,
-        help="ticket file (lottery_ticket_*.pt, ensemble_ticket_*.pt) or earlier-format checkpoint",
-    )
-    parser.add_argument("--target", choices=sorted(GLUE_TASKS), required=True, help="task to fine-tune and score on")
-    parser.add_argument(
-        "--mode",
-        choices=["headonly", "full"],
-        default="headonly",
-        help="headonly: encoder frozen; full: encoder trained with the mask enforced",
-    )
-    parser.add_argument(
-        "--fewshot_size",
-        type=positive_int,
-        default=128,
-        help="k: training examples drawn with --seed from the target's train split",
-    )
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--epochs", type=positive_int, default=3)
-    parser.add_argument("--batch_size", type=positive_int, default=16)
-    parser.add_argument(
-        "--lr", type=positive_float, default=2e-5, help="AdamW peak learning rate (linear schedule, 10%% warmup)"
-    )
-    parser.add_argument("--weight_decay", type=float, default=0.01)
-    parser.add_argument("--max_length", type=positive_int, default=MAX_LENGTH)
-    parser.add_argument("--model_name_or_path", default=None, help="base model (default: the one the ticket names)")
-    parser.add_argument(
-        "--data_dir",
-        default=None,
-        help="data root holding glue/ (default: $LTH_DATA_DIR, else ./data; online: the hub)",
-    )
-    parser.add_argument(
-        "--save_dir", default=str(HERE / "results" / "fewshot"), help=f"run directories and {TRANSFER_CSV}"
-    )
-    add_device_argument(parser)
-    return parser.parse_args(argv)
+def parse_args(argv=None) -> FewShotSettings:
+    return FewShotSettings.from_argv(argv)
 
 
-def run_directory(args) -> Path:
-    source = Path(args.checkpoint).stem
-    return Path(args.save_dir) / run_name(
-        [("fewshot_", args.target), ("from_", source), ("", args.mode), ("k", args.fewshot_size), ("seed", args.seed)]
-    )
+def run_directory(args: FewShotSettings) -> Path:
+    return Path(args.output_dir) / args.run_name()
 
 
 def missing_source_hint(path: Path) -> str:
@@ -135,7 +97,7 @@ def append_transfer_row(csv_path: Path, row: dict) -> None:
         lock.release()
 
 
-def fine_tune(args, ticket: Ticket, device: str) -> dict:
+def fine_tune(args: FewShotSettings, ticket: Ticket, device: str) -> dict:
     base = args.model_name_or_path or ticket.base_model
     resolve_model(base)
     seed_everything(args.seed)
@@ -148,7 +110,7 @@ def fine_tune(args, ticket: Ticket, device: str) -> dict:
     load_ticket_into(model, ticket)  # the ticket's weights, pruned ones zero; the head stays fresh
     model.to(device)
     mask = ticket.mask.to(device)
-    if args.mode == "headonly":
+    if args.finetune == "headonly":
         freeze_encoder(model)
     batches = LengthGroupedBatches(data.train, args.batch_size, seed=args.seed)
     iterations = args.epochs * batches.steps_per_epoch
@@ -159,9 +121,9 @@ def fine_tune(args, ticket: Ticket, device: str) -> dict:
         bert_step_loss,
         text_evaluator(data),
         RoundSchedule(iterations, eval_every=iterations),
-        enforce_mask=mask.enforcer(model) if args.mode == "full" else (lambda: None),
+        enforce_mask=mask.enforcer(model) if args.finetune == "full" else (lambda: None),
         lr_at=linear_schedule(args.lr, iterations),
-        description=f"few-shot {args.target} {args.mode}",
+        description=f"few-shot {args.target} {args.finetune}",
         device=device,
     )
     params = dict(model.named_parameters())
@@ -175,7 +137,7 @@ def fine_tune(args, ticket: Ticket, device: str) -> dict:
         "source_task": ticket.metadata.get("task") or "",
         "source_sparsity_pct": 100.0 * ticket.sparsity,
         "target": args.target,
-        "mode": args.mode,
+        "mode": args.finetune,
         "k": len(data.train),
         "seed": args.seed,
         "dev_accuracy": after["dev_accuracy"],
@@ -202,21 +164,26 @@ def main(argv=None) -> dict | None:
         checkpoint = HERE / checkpoint  # config lines name files relative to BERT/
     if not checkpoint.is_file():
         raise UserError(f"--checkpoint {checkpoint}: source ticket does not exist; {missing_source_hint(checkpoint)}")
-    run = RunDirectory(args.save_dir, run_directory(args).name, settings_of(args), flag="--save_dir")
+    run = RunDirectory(args.output_dir, args)
     if is_finished(run.path):
         print(f"{run.path}: finished earlier; nothing to do")
         return None
+    started = time.perf_counter()
+    # The ticket is checked before the run directory exists: a bad --checkpoint leaves nothing behind.
+    ticket = load_ticket(checkpoint, model_name_or_path=args.model_name_or_path)
+    note = head_replacement_note(ticket)
+    if note:
+        print(note)
     with run:
-        started = time.perf_counter()
-        ticket = load_ticket(checkpoint)
         row = fine_tune(args, ticket, device)
         row["wall_time_s"] = time.perf_counter() - started
         atomic_write_json(run.path / "result.json", row)
-        append_transfer_row(Path(args.save_dir) / TRANSFER_CSV, row)
+        row = {"run": run.name, **row, **{k: csv_value(v) for k, v in args.condition().items()}}
+        append_transfer_row(Path(args.output_dir) / TRANSFER_CSV, row)
         atomic_write_text(run.path / "finished", time.strftime("%Y-%m-%dT%H:%M:%S\n"))
     f1 = f", F1 {row['dev_f1']:.2f}%" if row["dev_f1"] != "" else ""
     print(
-        f"{row['source']} -> {args.target} ({args.mode}, k={row['k']}, seed {args.seed}): "
+        f"{row['source']} -> {args.target} ({args.finetune}, k={row['k']}, seed {args.seed}): "
         f"dev accuracy {row['dev_accuracy']:.2f}%{f1} (before: {row['dev_accuracy_before']:.2f}%)"
     )
     return row

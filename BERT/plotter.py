@@ -13,11 +13,22 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from settings import FewShotSettings
 
 from lth.arguments import ArgumentParser
 from lth.errors import UserError, user_facing
 from lth.masks import Mask
-from lth.plotting import load_rounds, mean_min_max, plot_mean_range, save_figure
+from lth.plotting import (
+    condition_groups,
+    load_rounds,
+    mean_min_max,
+    plot_mean_range,
+    save_figure,
+    setting_suffix,
+    setting_title,
+    varying,
+)
+from lth.settings import IDENTITY
 from lth.tickets import KEEP_POOLER_LABEL, Ticket, load_ticket
 
 HERE = Path(__file__).resolve().parent
@@ -42,11 +53,14 @@ def plot_sparsity_curves(rounds: pd.DataFrame, path: Path) -> Path:
     }
     panels = [(t, m) for t in tasks for m in metrics_of[t]]
     figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    rounds = rounds.assign(variant=rounds["run"].map(pooler_note))  # runs written before keep_pooler was a column
     for ax, (task, metric) in zip(axes[0], panels, strict=True):
         group = rounds[rounds.task == task]
-        variant = group["run"].map(pooler_note)
-        for (model, kept), by_model in group.groupby(["arch", variant]):
-            label = Path(str(model)).name
+        conditions = condition_groups(group, drawn_apart=("task",))
+        shown = [k for k in varying(conditions) if k not in ("arch", "model_name_or_path", "variant", "keep_pooler")]
+        for setting, by_model in conditions:
+            kept = setting["variant"]
+            label = Path(str(setting["arch"])).name + (f" ({setting_title(setting, shown)})" if shown else "")
             stats = mean_min_max(by_model, ["round"], metric)
             stats["sparsity_pct"] = by_model.groupby("round")["sparsity_pct"].mean().values
             plot_mean_range(ax, stats, "sparsity_pct", f"{label} ticket{kept}")
@@ -83,6 +97,25 @@ def source_label(row) -> str:
     if sparsity == 0:
         return f"{task} dense{note}"
     return f"{task} ticket {sparsity:.0f}%{note}"
+
+
+# transfer.csv columns a heatmap draws apart (source ticket x target, one panel per mode); every other setting of
+# the few-shot runs is the same within one figure.
+TRANSFER_DRAWN_APART = ("checkpoint", "target", "finetune")
+
+
+def transfer_conditions(transfer: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """(file-name suffix, rows) per condition of the few-shot runs: never pools runs of other settings."""
+    keys = [
+        f.name
+        for f in FewShotSettings.declared(IDENTITY)
+        if f.name not in (*TRANSFER_DRAWN_APART, *FewShotSettings.SEED_FIELDS) and f.name in transfer
+    ]
+    if not keys:
+        return [("", transfer)]
+    groups = [(dict(zip(keys, v, strict=True)), g) for v, g in transfer.groupby(keys, dropna=False, sort=True)]
+    shown = varying(groups)
+    return [(setting_suffix(setting, shown), group) for setting, group in groups]
 
 
 def plot_transfer_heatmaps(transfer: pd.DataFrame, path: Path, metric: str = "dev_accuracy") -> Path:
@@ -222,14 +255,16 @@ def main(argv=None) -> list[Path]:
         rounds = load_rounds(args.results_dir)
         written.append(plot_sparsity_curves(rounds, save_dir / "bert_dev_metric_vs_sparsity.png"))
     if Path(args.transfer_csv).exists():
-        transfer = pd.read_csv(args.transfer_csv)
-        written.append(plot_transfer_heatmaps(transfer, save_dir / "bert_fewshot_transfer_accuracy.png"))
-        if transfer["dev_f1"].notna().any():
-            written.append(
-                plot_transfer_heatmaps(
-                    transfer[transfer.target == "qqp"], save_dir / "bert_fewshot_transfer_qqp_f1.png", "dev_f1"
+        for suffix, transfer in transfer_conditions(pd.read_csv(args.transfer_csv)):
+            written.append(plot_transfer_heatmaps(transfer, save_dir / f"bert_fewshot_transfer_accuracy{suffix}.png"))
+            if transfer["dev_f1"].notna().any():
+                written.append(
+                    plot_transfer_heatmaps(
+                        transfer[transfer.target == "qqp"],
+                        save_dir / f"bert_fewshot_transfer_qqp_f1{suffix}.png",
+                        "dev_f1",
+                    )
                 )
-            )
     tickets = [load_ticket(p, "--tickets") for p in args.tickets]
     for ticket in tickets:
         if ticket.sparsity > 0:

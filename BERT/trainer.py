@@ -105,7 +105,7 @@ def build_recipe(
     return IMPRecipe(
         arch=args.model_name_or_path,
         model_factory=model_factory,
-        policy=ChenPruning(args.prune_rate, args.sparsity),
+        policy=ChenPruning(args.prune_step_of_original, args.sparsity),
         make_optimizer=lambda model: make_adamw(model, args.lr, args.weight_decay),
         batches=batches,
         evaluate=text_evaluator(data),

@@ -2,8 +2,8 @@
 at early stop vs weights remaining, winning ticket vs random re-init (and random pruning when present),
 mean with min..max over seeds, matched by round.
 
-One figure per architecture and dropout setting; if runs of one (arch, dropout) differ in another
-setting (lr, iterations, rates, augmentation), each setting gets its own figure: conditions are never pooled.
+One figure per condition: architecture and dropout, and every other setting of the run (lr, iterations,
+rates, augmentation, ...) read from the identity columns of rounds.csv; conditions are never pooled.
 
     python plotter.py [results_dir]      (or: python main.py --mode plot --output_dir results_dir)
 """
@@ -17,45 +17,34 @@ from pathlib import Path
 import pandas as pd
 
 from lth.errors import user_facing
-from lth.plotting import load_rounds, plot_early_stop_panels
-from lth.results import run_name
-
-# rounds.csv columns that tell conditions apart (written by main.py); absent ones are ignored.
-CONDITION_COLUMNS = [
-    "lr",
-    "iterations",
-    "batch_size",
-    "conv_prune_rate",
-    "fc_prune_rate",
-    "output_prune_rate",
-    "augment",
-]
-
-
-def _label(value) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
+from lth.plotting import (
+    condition_groups,
+    load_rounds,
+    plot_early_stop_panels,
+    setting_suffix,
+    setting_title,
+    varying,
+)
+from lth.settings import value_label
 
 
 def figure_groups(rounds: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
-    """(file stem, title, rows) per figure: one per arch x dropout, split further by any other setting that varies."""
+    """(file stem, title, rows) per figure: one per condition (every setting but the run type and seed),
+    named by arch and dropout, and by any other setting that differs between the figures."""
     rounds = rounds.copy()
     if "dropout_rate" not in rounds:
         rounds["dropout_rate"] = 0.0
     rounds["dropout_rate"] = rounds["dropout_rate"].fillna(0.0).astype(float)
-    groups = []
-    for (arch, dropout), frame in rounds.groupby(["arch", "dropout_rate"], sort=True):
-        varying = [c for c in CONDITION_COLUMNS if c in frame and frame[c].nunique(dropna=False) > 1]
-        parts = [("plot_", arch), ("d", _label(dropout))]
-        title = f"{arch}, dropout {_label(dropout)}"
-        if not varying:
-            groups.append((run_name(parts), title, frame))
-            continue
-        for values, sub in frame.groupby(varying, dropna=False, sort=True):
-            values = values if isinstance(values, tuple) else (values,)
-            extra = list(zip(varying, values, strict=True))
-            stem = run_name(parts + [(f"{c}-", _label(v)) for c, v in extra])
-            groups.append((stem, title + ", " + ", ".join(f"{c} {_label(v)}" for c, v in extra), sub))
-    return groups
+    groups = condition_groups(rounds)
+    extra = [k for k in varying(groups) if k not in ("arch", "dropout_rate")]
+    figures = []
+    for setting, frame in groups:
+        stem = f"plot_{setting['arch']}_d{value_label(setting['dropout_rate'])}" + setting_suffix(setting, extra)
+        title = f"{setting['arch']}, dropout {setting['dropout_rate']:g}"
+        if extra:
+            title += ", " + setting_title(setting, extra)
+        figures.append((stem, title, frame))
+    return figures
 
 
 def plot_results(results_dir: str | os.PathLike, figures_dir: str | os.PathLike | None = None) -> list[Path]:

@@ -9,6 +9,7 @@ import torch
 from data import augmentation
 from models import build_model
 from pruning import cnn_pruning
+from settings import ConvSettings
 
 from lth.batches import ShuffledBatches
 from lth.datasets import ImageData
@@ -20,25 +21,25 @@ from lth.training import RoundSchedule, image_evaluator
 EVAL_BATCH = {"cuda": 1000, "cpu": 100}
 
 
-def evaluation_batch_size(args, device: str) -> int:
-    if getattr(args, "eval_batch_size", None):
-        return args.eval_batch_size
+def evaluation_batch_size(settings: ConvSettings, device: str) -> int:
+    if settings.eval_batch_size:
+        return settings.eval_batch_size
     return EVAL_BATCH["cuda" if str(device).startswith("cuda") else "cpu"]
 
 
-def build_recipe(args, data: ImageData, device: str) -> IMPRecipe:
-    factory = partial(build_model, args.arch, args.dropout_rate)
+def build_recipe(settings: ConvSettings, data: ImageData, device: str) -> IMPRecipe:
+    factory = partial(build_model, settings.arch, settings.dropout_rate)
     return IMPRecipe(
-        arch=args.arch,
+        arch=settings.arch,
         model_factory=factory,
-        policy=cnn_pruning(factory(), args.conv_prune_rate, args.fc_prune_rate, args.output_prune_rate),
-        make_optimizer=lambda model: torch.optim.Adam(model.parameters(), lr=args.lr),
+        policy=cnn_pruning(factory(), settings.conv_prune_rate, settings.fc_prune_rate, settings.output_prune_rate),
+        make_optimizer=lambda model: torch.optim.Adam(model.parameters(), lr=settings.lr),
         batches=ShuffledBatches(
-            data.train_x, data.train_y, args.batch_size, seed=args.seed, augment=augmentation(args.augment)
+            data.train_x, data.train_y, settings.batch_size, seed=settings.seed, augment=augmentation(settings.augment)
         ),
         evaluate=image_evaluator(
-            data.val_x, data.val_y, data.test_x, data.test_y, batch_size=evaluation_batch_size(args, device)
+            data.val_x, data.val_y, data.test_x, data.test_y, batch_size=evaluation_batch_size(settings, device)
         ),
-        schedule=RoundSchedule(args.iterations, args.eval_every, args.checkpoint_every),
+        schedule=RoundSchedule(settings.train_iterations, settings.eval_every, settings.checkpoint_every),
         device=device,
     )

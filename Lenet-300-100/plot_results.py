@@ -1,4 +1,5 @@
-"""Draw LeNet's Figure 3 (accuracy during training) and Figure 4 (early stop vs sparsity) from results.
+"""Draw LeNet's Figure 3 (accuracy during training) and Figure 4 (early stop vs sparsity) from results,
+one pair per condition (runs that differ in any setting but the trial are never averaged).
 
 python plot_results.py --results_dir results/iterative-5k
 """
@@ -7,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from plotter import plot_figure3, plot_figure4
+from plotter import plot_mode
 
 from lth.arguments import ArgumentParser, positive_int
 from lth.errors import UserError, user_facing
@@ -27,9 +28,8 @@ def main(argv=None) -> None:
     if not results.is_dir():
         raise UserError(f"--results_dir {results} is not a directory")
     out = Path(args.output_dir or results)
-    figure3 = plot_figure3(results, out / f"figure3_{args.mode}.png", args.mode, args.max_iteration)
-    figure4 = plot_figure4(results, out / f"figure4_{args.mode}.png", args.mode)
-    print(f"figures: {figure3} and {figure4}")
+    for figure in plot_mode(results, out, args.mode, args.max_iteration):
+        print(f"figure: {figure}")
 
 
 if __name__ == "__main__":

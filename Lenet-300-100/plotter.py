@@ -7,7 +7,18 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from lth.plotting import RUN_TYPE_STYLE, load_curves, load_rounds, plot_early_stop_panels, save_figure
+from lth.errors import UserError
+from lth.plotting import (
+    RUN_TYPE_STYLE,
+    condition_groups,
+    load_curves,
+    load_rounds,
+    plot_early_stop_panels,
+    save_figure,
+    setting_suffix,
+    setting_title,
+    varying,
+)
 
 # The paper's Figure 3 sparsity levels (weights remaining, %), reached after 0, 3, 7, 12, 15, 18 rounds.
 FIGURE3_LEVELS = (100.0, 51.3, 21.1, 7.0, 3.6, 1.9)
@@ -44,11 +55,14 @@ def _curve_panel(ax, curves: pd.DataFrame, rounds: pd.DataFrame, levels, run_typ
 
 
 def plot_figure3(
-    results_dir: Path, path: Path, mode: str = "iterative", max_iteration: int | None = None, ymin: float = 94.0
+    curves: pd.DataFrame,
+    rounds: pd.DataFrame,
+    path: Path,
+    title: str,
+    max_iteration: int | None = None,
+    ymin: float = 94.0,
 ) -> Path:
-    curves = load_curves(results_dir)
-    rounds = load_rounds(results_dir)
-    curves, rounds = curves[curves["mode"] == mode], rounds[rounds["mode"] == mode]
+    """Test accuracy during training at the paper's sparsity levels, for the runs of one condition."""
     max_iteration = max_iteration or int(curves["iteration"].max())
     figure, axes = plt.subplots(1, 3, figsize=(16, 4.5), sharey=True)
     _curve_panel(axes[0], curves, rounds, (100.0, 51.3, 21.1), ["winning_ticket"], max_iteration)
@@ -59,13 +73,32 @@ def plot_figure3(
     axes[1].set_title("winning tickets, sparser")
     axes[2].set_title("winning ticket vs random re-init (dashed)")
     trials = curves.groupby("run_type")["seed"].nunique().max()
-    figure.suptitle(
-        f"LeNet-300-100 on MNIST, {mode} pruning: test accuracy during training (mean, band = min..max over {trials} trials)"
-    )
+    figure.suptitle(f"{title}: test accuracy during training (mean, band = min..max over {trials} trials)")
     return save_figure(figure, path)
 
 
-def plot_figure4(results_dir: Path, path: Path, mode: str = "iterative") -> Path:
+def mode_of(frame: pd.DataFrame) -> pd.Series:
+    """IMP mode per row (`mode` in runs written before it was called imp_mode)."""
+    if "imp_mode" in frame:
+        return frame["imp_mode"].fillna(frame["mode"]) if "mode" in frame else frame["imp_mode"]
+    return frame["mode"]
+
+
+def plot_mode(results_dir: Path, out: Path, mode: str, max_iteration: int | None = None) -> list[Path]:
+    """Figures 3 and 4 for one IMP mode: one pair per condition (every setting but run type and trial),
+    named by the settings that differ between conditions. Runs of different settings are never averaged."""
     rounds = load_rounds(results_dir)
-    rounds = rounds[rounds["mode"] == mode]
-    return plot_early_stop_panels(rounds, path, f"LeNet-300-100 on MNIST, {mode} pruning")
+    curves = load_curves(results_dir)
+    rounds, curves = rounds[mode_of(rounds) == mode], curves[mode_of(curves) == mode]
+    if rounds.empty:
+        raise UserError(f"no {mode} runs under {results_dir}")
+    groups = condition_groups(rounds.drop(columns=["mode"], errors="ignore"))
+    shown = [k for k in varying(groups) if k != "imp_mode"]
+    written = []
+    for setting, group in groups:
+        suffix = setting_suffix(setting, shown)
+        title = f"LeNet-300-100 on MNIST, {mode} pruning" + (f" ({setting_title(setting, shown)})" if shown else "")
+        runs = curves[curves["run"].isin(group["run"])]
+        written.append(plot_figure3(runs, group, out / f"figure3_{mode}{suffix}.png", title, max_iteration))
+        written.append(plot_early_stop_panels(group, out / f"figure4_{mode}{suffix}.png", title))
+    return written

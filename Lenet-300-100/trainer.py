@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from models import LeNet300100
 from pruning import lenet_pruning
+from settings import LenetSettings
 
 from lth.batches import ShuffledBatches
 from lth.datasets import ImageData
@@ -12,14 +13,14 @@ from lth.imp import IMPRecipe
 from lth.training import RoundSchedule, image_evaluator
 
 
-def build_recipe(args, data: ImageData, device: str) -> IMPRecipe:
+def build_recipe(settings: LenetSettings, data: ImageData, device: str) -> IMPRecipe:
     return IMPRecipe(
         arch="LeNet-300-100",
         model_factory=LeNet300100,
-        policy=lenet_pruning(LeNet300100(), args.fc_rate, args.output_rate),
-        make_optimizer=lambda model: torch.optim.Adam(model.parameters(), lr=args.lr),
-        batches=ShuffledBatches(data.train_x, data.train_y, args.batch_size, seed=args.seed),
+        policy=lenet_pruning(LeNet300100(), settings.fc_prune_rate, settings.output_prune_rate),
+        make_optimizer=lambda model: torch.optim.Adam(model.parameters(), lr=settings.lr),
+        batches=ShuffledBatches(data.train_x, data.train_y, settings.batch_size, seed=settings.seed),
         evaluate=image_evaluator(data.val_x, data.val_y, data.test_x, data.test_y),
-        schedule=RoundSchedule(args.iterations, args.eval_every, args.checkpoint_every),
+        schedule=RoundSchedule(settings.train_iterations, settings.eval_every, settings.checkpoint_every),
         device=device,
     )

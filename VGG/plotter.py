@@ -16,11 +16,23 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
-from trainer import RESULTS_DIR, width_label
+from settings import RESULTS_DIR
 
 from lth.arguments import ArgumentParser
 from lth.errors import UserError, user_facing
-from lth.plotting import RUN_TYPE_STYLE, load_rounds, mean_min_max, plot_mean_range, save_figure, sparsity_axis
+from lth.plotting import (
+    RUN_TYPE_STYLE,
+    condition_groups,
+    load_rounds,
+    mean_min_max,
+    plot_mean_range,
+    save_figure,
+    setting_suffix,
+    setting_title,
+    sparsity_axis,
+    varying,
+)
+from lth.settings import value_label
 
 METRICS = {"final": "test_accuracy_final", "early_stop": "test_accuracy_early_stop"}
 METRIC_LABELS = {"final": "test accuracy at the end of training (%)", "early_stop": "test accuracy at early stop (%)"}
@@ -75,22 +87,24 @@ def rewinding_figure(
 def plot_all(
     results_dir: str | os.PathLike, output_dir: str | os.PathLike | None = None, metric: str = "final"
 ) -> list[Path]:
+    """One figure per condition: every setting but the run type, the rewinding point and the seed agrees
+    within a figure (width and schedule name it; any other setting that differs between figures too)."""
     rounds = pruning_runs(load_rounds(results_dir))
     output_dir = Path(output_dir or results_dir)
+    groups = condition_groups(rounds, drawn_apart=("run_type", "rewind_iteration"))
+    extra = [k for k in varying(groups) if k not in ("width", "train_iterations")]
     written = []
-    # Runs of another width or schedule never share a figure (CSVs written before the schedule
-    # columns existed form one group of their own).
-    keys = [k for k in ("width", "train_iterations", "lr", "batch_size") if k in rounds]
-    for values, group in rounds.groupby(keys, dropna=False):
-        setting = dict(zip(keys, values, strict=True))
-        label = f"vgg19-w{width_label(setting['width'])}"
-        title = f"VGG-19 (width {setting['width']:g}"
-        if pd.notna(setting.get("train_iterations")):
-            label += f"_it{int(setting['train_iterations'])}"
-            title += f", {int(setting['train_iterations'])} iterations per round, lr {setting['lr']:g}"
-            title += f", batch {int(setting['batch_size'])}"
-        name = f"{label}_rewinding_{metric}.png"
-        written.append(rewinding_figure(group, output_dir / name, metric, title=title + ")"))
+    for setting, group in groups:
+        label = f"vgg19-w{value_label(setting['width'])}_it{setting['train_iterations']}" + setting_suffix(
+            setting, extra
+        )
+        title = (
+            f"VGG-19 (width {setting['width']:g}, {setting['train_iterations']} iterations per round, "
+            f"lr {setting['lr']:g}, batch {setting['batch_size']}"
+        )
+        if extra:
+            title += ", " + setting_title(setting, extra)
+        written.append(rewinding_figure(group, output_dir / f"{label}_rewinding_{metric}.png", metric, title + ")"))
     return written
 
 

@@ -73,3 +73,13 @@ def resolve_device(name: str) -> str:
         print(f"error: --device {name}: expected auto, cpu, cuda or cuda:N", file=sys.stderr)
         raise SystemExit(EXIT_USER_ERROR)
     return name
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value

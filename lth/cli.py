@@ -52,13 +52,20 @@ def summarize(results_dir: str, value: str) -> None:
     import pandas as pd
 
     from lth.plotting import load_rounds, mean_min_max
+    from lth.results import condition_columns
 
     rounds = load_rounds(results_dir)
     if value not in rounds.columns:
         raise UserError(f"--value {value}: not a rounds.csv column (have {', '.join(rounds.columns)})")
-    identity = [c for c in ("arch", "mode", "run_type", "dropout_rate", "rewind_iteration") if c in rounds.columns]
-    stats = mean_min_max(rounds, [*identity, "round"], value)
-    with pd.option_context("display.max_rows", 500, "display.width", 160):
+    # One row per condition and round: runs are pooled over seeds only. Settings that are the same for every
+    # run are printed once above the table instead of in every row.
+    conditions = condition_columns(rounds.columns)
+    stats = mean_min_max(rounds, [*conditions, "round"], value)
+    constant = [c for c in conditions if stats[c].astype(str).nunique() == 1]
+    for column in constant:
+        print(f"{column}: {stats[column].iloc[0]}")
+    stats = stats.drop(columns=constant)
+    with pd.option_context("display.max_rows", 1000, "display.width", 200, "display.max_columns", 50):
         print(stats.round(3).to_string(index=False))
 
 

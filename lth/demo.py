@@ -12,14 +12,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lth.api import StudySettings, run_lottery
 from lth.batches import ShuffledBatches
 from lth.datasets import load_digits
-from lth.experiment import configure_threads, seed_everything
-from lth.imp import IMPRecipe, IMPSettings, run_imp
 from lth.plotting import load_rounds, plot_early_stop_panels
 from lth.pruning import LayerwisePruning, conv_fc_rates
-from lth.results import RunDirectory
-from lth.training import RoundSchedule, image_evaluator
+from lth.training import image_evaluator
 
 
 class DigitsMLP(nn.Module):
@@ -42,31 +40,29 @@ class DigitsMLP(nn.Module):
 def run_demo(
     output_dir: str | Path = "lth-demo", rounds: int = 10, iterations: int = 500, seeds: tuple[int, ...] = (0, 1)
 ) -> Path:
-    configure_threads()
     output_dir = Path(output_dir)
     for seed in seeds:
         data = load_digits(seed=seed)
         for run_type in ("winning_ticket", "random_reinit"):
-            settings = {
-                "demo": "digits-mlp",
-                "run_type": run_type,
-                "seed": seed,
-                "rounds": rounds,
-                "iterations": iterations,
-            }
-            recipe = IMPRecipe(
-                arch="digits-MLP-100-50",
+            settings = StudySettings(
+                name="digits-mlp",
+                run_type=run_type,
+                seed=seed,
+                rounds=rounds,
+                train_iterations=iterations,
+                eval_every=25,
+                output_dir=str(output_dir),
+                quiet=True,
+            )
+            print(f"== {settings.run_name()}")
+            run_lottery(
+                settings,
                 model_factory=DigitsMLP,
                 policy=LayerwisePruning(conv_fc_rates(DigitsMLP(), conv_rate=0.0, fc_rate=0.2)),
                 make_optimizer=lambda model: torch.optim.Adam(model.parameters(), lr=1.2e-3),
                 batches=ShuffledBatches(data.train_x, data.train_y, batch_size=60, seed=seed),
                 evaluate=image_evaluator(data.val_x, data.val_y, data.test_x, data.test_y),
-                schedule=RoundSchedule(iterations=iterations, eval_every=25),
             )
-            with RunDirectory(output_dir, f"digits_{run_type}_seed{seed}", settings) as run:
-                print(f"== {run.name}")
-                seed_everything(seed)
-                run_imp(run, recipe, IMPSettings(rounds=rounds, seed=seed, run_type=run_type), quiet=True)
     figure = plot_early_stop_panels(
         load_rounds(output_dir), output_dir / "digits_imp.png", "IMP on 8x8 digits (MLP 64-100-50-10)"
     )

@@ -27,11 +27,9 @@ from lth.masks import Mask
 from lth.pruning import GlobalPruning, LayerwisePruning, magnitude_scores, random_mask_like
 from lth.results import CURVE_COLUMNS, ROUND_COLUMNS, RunDirectory, is_finished
 from lth.rewinding import derived_seed, fresh_initialization, to_cpu
+from lth.settings import IMP_MODES, RUN_TYPES
 from lth.storage import atomic_write_text
 from lth.training import Evaluate, RoundSchedule, StepLoss, classification_loss, early_stop_summary, train_round
-
-RUN_TYPES = ("winning_ticket", "random_reinit", "random_prune")
-MODES = ("iterative", "oneshot")
 
 
 @dataclass
@@ -153,8 +151,8 @@ def _prepare_round(round_index: int, state: dict, recipe: IMPRecipe, cfg: IMPSet
 
 def run_imp(run: RunDirectory, recipe: IMPRecipe, cfg: IMPSettings, quiet: bool = False) -> list[dict]:
     """Run (or resume) IMP in an opened run directory; returns the per-round rows."""
-    if cfg.mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}")
+    if cfg.mode not in IMP_MODES:
+        raise ValueError(f"mode must be one of {IMP_MODES}")
     if cfg.run_type not in RUN_TYPES:
         raise ValueError(f"run type must be one of {RUN_TYPES}")
     if is_finished(run.path):

@@ -17,10 +17,9 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
 
 from lth.errors import UserError  # noqa: E402
-from lth.results import CURVE_COLUMNS, ROUND_COLUMNS  # noqa: E402
+from lth.results import MEASURED_COLUMNS, RUN_COLUMN, condition_columns  # noqa: E402
+from lth.settings import value_label  # noqa: E402
 from lth.storage import atomic_savefig  # noqa: E402
-
-IDENTITY_EXCLUDED = set(ROUND_COLUMNS) - {"run_type", "arch", "seed"}
 
 
 def load_rounds(results_dir: str | os.PathLike) -> pd.DataFrame:
@@ -28,7 +27,7 @@ def load_rounds(results_dir: str | os.PathLike) -> pd.DataFrame:
     frames = []
     for path in sorted(Path(results_dir).rglob("rounds.csv")):
         frame = pd.read_csv(path)
-        frame["run"] = path.parent.name
+        frame[RUN_COLUMN] = path.parent.name
         frames.append(frame)
     if not frames:
         raise UserError(
@@ -38,7 +37,7 @@ def load_rounds(results_dir: str | os.PathLike) -> pd.DataFrame:
 
 
 def load_curves(results_dir: str | os.PathLike) -> pd.DataFrame:
-    """Every run's curve.csv, tagged with its run's identity columns (run_type, arch, seed, family extras)."""
+    """Every run's curve.csv, tagged with its run's identity columns and each round's weights remaining."""
     frames = []
     for path in sorted(Path(results_dir).rglob("curve.csv")):
         rounds_path = path.parent / "rounds.csv"
@@ -46,14 +45,46 @@ def load_curves(results_dir: str | os.PathLike) -> pd.DataFrame:
             continue
         curve = pd.read_csv(path)
         rounds = pd.read_csv(rounds_path)
-        identity = [c for c in rounds.columns if c not in IDENTITY_EXCLUDED and c not in CURVE_COLUMNS]
-        tags = rounds[["round", "weights_remaining_pct", *identity]]
-        curve = curve.merge(tags, on="round", how="left")
-        curve["run"] = path.parent.name
+        tags = [
+            c
+            for c in rounds.columns
+            if c not in curve.columns and (c not in MEASURED_COLUMNS or c == "weights_remaining_pct")
+        ]
+        curve = curve.merge(rounds[["round", *tags]], on="round", how="left")
+        curve[RUN_COLUMN] = path.parent.name
         frames.append(curve)
     if not frames:
         raise UserError(f"no curve.csv found under {results_dir}")
     return pd.concat(frames, ignore_index=True)
+
+
+def condition_groups(
+    frame: pd.DataFrame, drawn_apart: tuple[str, ...] = ("run_type",)
+) -> list[tuple[dict, pd.DataFrame]]:
+    """Split runs into the groups one figure may show: every setting agrees within a group except the seeds
+    and the columns the figure itself draws apart (e.g. one line per run type). Never pools conditions."""
+    keys = [c for c in condition_columns(frame.columns) if c not in drawn_apart]
+    if not keys:
+        return [({}, frame)]
+    groups = frame.groupby(keys, dropna=False, sort=True)
+    return [(dict(zip(keys, values, strict=True)), group) for values, group in groups]
+
+
+def varying(groups: list[tuple[dict, pd.DataFrame]]) -> list[str]:
+    """The settings whose value differs between groups (what a figure's name and title must say)."""
+    if len(groups) < 2:
+        return []
+    keys = list(groups[0][0])
+    return [k for k in keys if len({value_label(setting[k]) for setting, _ in groups}) > 1]
+
+
+def setting_suffix(setting: dict, keys: list[str]) -> str:
+    """File-name part naming a group's values of `keys`, e.g. _train_iterations5000_lr0p001."""
+    return "".join(f"_{k}{value_label(setting[k])}" for k in keys)
+
+
+def setting_title(setting: dict, keys: list[str]) -> str:
+    return ", ".join(f"{k} {setting[k]:g}" if isinstance(setting[k], float) else f"{k} {setting[k]}" for k in keys)
 
 
 def mean_min_max(frame: pd.DataFrame, by: list[str], value: str) -> pd.DataFrame:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lth.errors import UserError
+from lth.settings import Settings
 from lth.storage import (
     DirectoryLock,
     atomic_torch_save,
@@ -46,10 +47,36 @@ ROUND_COLUMNS = [
 ]
 CURVE_COLUMNS = ["round", "iteration", "train_loss", "val_loss", "val_accuracy", "test_loss", "test_accuracy"]
 
-# Settings that say where things are, not what is computed: they may change between restarts.
-LOCATION_SETTINGS = frozenset(
-    {"data_dir", "output_dir", "save_dir", "checkpoint_every", "device", "quiet", "eval_batch_size", "dense_dir"}
-)
+# Columns a run measures; every other column of rounds.csv and curve.csv is a setting of the run (its identity,
+# written from the settings declaration) or derived from one. Figures and summaries average runs only when all
+# of those agree, except the seed columns: runs that differ only in their seed are trials of one condition.
+MEASURED_COLUMNS = frozenset(
+    {
+        *ROUND_COLUMNS,
+        *CURVE_COLUMNS,
+        "dev_accuracy",
+        "dev_loss",
+        "dev_f1",
+        "dev_accuracy_best",
+        "iterations",
+        "train_examples",
+        "dev_examples",
+    }
+) - {"run_type", "arch", "seed"}
+SEED_COLUMNS = frozenset({"seed", "trial"})
+RUN_COLUMN = "run"  # added by the loaders: the run directory's name
+
+
+def condition_columns(columns) -> list[str]:
+    """The columns that define a condition: everything but measurements, seeds and the run's name."""
+    return [c for c in columns if c not in MEASURED_COLUMNS and c not in SEED_COLUMNS and c != RUN_COLUMN]
+
+
+def csv_value(value: Any) -> Any:
+    """A setting as a CSV cell: lists as space-separated values, None as empty."""
+    if isinstance(value, (tuple, list)):
+        return " ".join(str(v) for v in value)
+    return "" if value is None else value
 
 
 def format_value(value: Any) -> str:
@@ -76,22 +103,6 @@ def write_csv(path: str | os.PathLike, rows: list[dict], columns: list[str]) -> 
     atomic_write_text(path, rows_to_csv(rows, columns))
 
 
-def settings_differences(saved: dict, current: dict) -> list[str]:
-    keys = (set(saved) | set(current)) - LOCATION_SETTINGS
-    # A flag added in a later version, left off (None/False), matches a run saved before it existed.
-    added_and_off = {k for k in set(current) - set(saved) if current[k] in (None, False)}
-    return sorted(k for k in keys - added_and_off if saved.get(k) != current.get(k))
-
-
-def run_name(parts: list[tuple[str, Any]]) -> str:
-    """A readable directory name from (label, value) pairs, e.g. lenet_iterative_winning_ticket_seed42."""
-    pieces = []
-    for label, value in parts:
-        text = str(value).replace(".", "p").replace("/", "-")
-        pieces.append(f"{label}{text}")
-    return "_".join(pieces)
-
-
 def ensure_output_dir(path: str | os.PathLike, flag: str = "--output_dir") -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
@@ -108,11 +119,11 @@ def ensure_output_dir(path: str | os.PathLike, flag: str = "--output_dir") -> Pa
 class RunDirectory:
     """One run's directory; `open()` locks it and checks its settings against the saved ones."""
 
-    def __init__(self, output_dir: str | os.PathLike, name: str, settings: dict, flag: str = "--output_dir"):
+    def __init__(self, output_dir: str | os.PathLike, settings: Settings, flag: str = "--output_dir"):
         self.root = Path(output_dir)
         self.flag = flag
-        self.path = self.root / name
-        self.name = name
+        self.name = settings.run_name()
+        self.path = self.root / self.name
         self.settings = settings
         self.lock = DirectoryLock(self.path)
 
@@ -136,15 +147,18 @@ class RunDirectory:
         settings_path = self.path / "settings.json"
         if settings_path.exists():
             saved = read_json(settings_path, "settings file")
-            differing = settings_differences(saved, self.settings)
+            differing = self.settings.differences(saved)
             if differing:
-                detail = ", ".join(f"{k}: saved {saved.get(k)!r}, now {self.settings.get(k)!r}" for k in differing[:4])
+                earlier = type(self.settings).from_saved(saved)
+                detail = ", ".join(
+                    f"{k}: saved {getattr(earlier, k)!r}, now {getattr(self.settings, k)!r}" for k in differing[:4]
+                )
                 raise UserError(
                     f"run directory {self.path} holds a run with other settings ({detail}); "
                     f"use another {self.flag} or delete that directory"
                 )
         else:
-            atomic_write_json(settings_path, self.settings)
+            atomic_write_json(settings_path, self.settings.to_json())
 
     def close(self) -> None:
         self.lock.release()
@@ -171,8 +185,10 @@ class RunDirectory:
         round_columns: list[str] = ROUND_COLUMNS,
         curve_columns: list[str] = CURVE_COLUMNS,
     ) -> None:
-        write_csv(self.curve_csv, curve, curve_columns)
-        write_csv(self.rounds_csv, rounds, round_columns)
+        """Both CSVs, every row carrying the run's identity columns (so figures never pool conditions)."""
+        identity = {k: csv_value(v) for k, v in self.settings.identity().items()}
+        write_csv(self.curve_csv, [{**point, **identity} for point in curve], curve_columns)
+        write_csv(self.rounds_csv, [{**row, **identity} for row in rounds], round_columns)
 
     def load_state(self) -> dict | None:
         path = self.path / "state.pt"

@@ -35,11 +35,6 @@ def fresh_initialization(model_factory: Callable[[], nn.Module], seed: int) -> d
         return to_cpu(model_factory().state_dict())
 
 
-def random_reinitialize(model: nn.Module, model_factory: Callable[[], nn.Module], seed: int, mask: Mask) -> None:
-    """Random re-init control: same mask, fresh weights from the same init distribution."""
-    rewind(model, fresh_initialization(model_factory, seed), mask)
-
-
 def derived_seed(seed: int, *salt: int) -> int:
     """A stable per-purpose seed (e.g. per round of a control) that never collides with the run seed."""
     value = seed

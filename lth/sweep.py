@@ -27,8 +27,6 @@ from lth.errors import UserError
 from lth.results import is_finished
 
 ARRAY_INDEX_VARIABLES = ("LSB_JOBINDEX", "SLURM_ARRAY_TASK_ID")
-# Plain module names the family folders share; they must not leak from one folder to the next.
-FAMILY_MODULES = ("data", "models", "model", "pruning", "trainer", "plotter", "train", "main", "plot_results")
 
 
 @dataclass
@@ -64,14 +62,16 @@ def read_config(path: str | os.PathLike) -> list[ConfigLine]:
 
 @contextlib.contextmanager
 def _script_folder_on_path(folder: Path):
-    """Entry scripts import their family's modules by plain name; isolate them per folder."""
-    saved = {name: sys.modules.pop(name) for name in FAMILY_MODULES if name in sys.modules}
+    """Entry scripts import their family's modules by plain name (data, settings, trainer, ...), which
+    every family folder reuses: isolate the folder's modules so none leaks into the next folder."""
+    names = {path.stem for path in folder.glob("*.py")}
+    saved = {name: sys.modules.pop(name) for name in names if name in sys.modules}
     sys.path.insert(0, str(folder))
     try:
         yield
     finally:
         sys.path.remove(str(folder))
-        for name in FAMILY_MODULES:
+        for name in names:
             sys.modules.pop(name, None)
         sys.modules.update(saved)
 

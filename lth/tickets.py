@@ -13,7 +13,10 @@ Format (a dict saved with torch.save, written atomically):
 
 The earlier study's files (keys model_state_dict / mask_dict / sparsity / seed / history) load too:
 their weights are the TRAINED weights (the earlier code saved after training), the mask comes from
-`mask_dict` or, where it is empty, from the zeros of the prunable weights.
+`mask_dict` or, where it is empty, from the zeros of the prunable weights. Their base model is
+inferred from the weight shapes (hidden size, layer count); their own head (an MLP on the CLS token)
+is described in metadata["earlier_head"], not used. Every file is read with weights_only=True:
+nothing in it can run code.
 """
 
 from __future__ import annotations
@@ -28,12 +31,25 @@ from torch import nn
 
 from lth.errors import UserError
 from lth.masks import Mask
-from lth.storage import atomic_torch_save, load_checkpoint
+from lth.storage import CheckpointLoadError, atomic_torch_save, load_checkpoint
 
 TICKET_FORMAT = "lth-bert-ticket"
 TICKET_VERSION = 1
 HEAD_PREFIX = "classifier."
-EARLIER_BASE_MODEL = "bert-base-uncased"  # the earlier study's only model
+EARLIER_BASE_MODEL = "bert-base-uncased"  # the earlier study's model (its files of other shapes are named by them)
+# How BERT/model.py spells the packaged MiniLM-L6-H384 (its OFFLINE_MODEL_ALIAS): tickets made with
+# `--model_name_or_path minilm` record this name, so an earlier file of MiniLM's shapes must too.
+MINILM_BASE_MODEL = "minilm"
+# (hidden size, encoder layers) -> the base model an earlier-format file's weights came from.
+EARLIER_BASES_BY_SHAPE = {
+    (768, 12): "bert-base-uncased",
+    (384, 6): MINILM_BASE_MODEL,
+    (1024, 24): "bert-large-uncased",
+}
+EXPECTED_TICKET = (
+    "expected a ticket written by lottery_ticket_bert.py or create_ensemble_tickets.py, "
+    "or the earlier study's file with model_state_dict/mask_dict"
+)
 
 # Chen et al.'s prunable set: every encoder linear weight and the pooler; never embeddings,
 # LayerNorm, biases or the classification head.
@@ -112,23 +128,34 @@ def save_ticket(path: str | os.PathLike, ticket: Ticket) -> Path:
 
 
 # --- loading ------------------------------------------------------------------------------------
-def load_ticket(path: str | os.PathLike, flag: str = "--checkpoint") -> Ticket:
-    """A ticket file of this toolkit or of the earlier study; anything else is one line naming it."""
+def load_ticket(path: str | os.PathLike, flag: str = "--checkpoint", model_name_or_path: str | None = None) -> Ticket:
+    """A ticket file of this toolkit or of the earlier study; anything else is one line naming it.
+
+    `model_name_or_path` (the caller's --model_name_or_path), when given, is the base model whatever the
+    file records or its shapes suggest; the file's own value stays in metadata["base_model_in_file"].
+    """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{flag} {path} does not exist")
-    raw = load_checkpoint(path, "ticket file")
+    try:
+        raw = load_checkpoint(path, flag, user_file=True)
+    except CheckpointLoadError as error:
+        if error.reason == "not-torch":
+            raise UserError(f"{flag} {path} is not a ticket file (not a torch file; {EXPECTED_TICKET})") from None
+        raise
     if not isinstance(raw, dict):
-        raise UserError(f"{flag} {path} is not a ticket file (holds a {type(raw).__name__})")
+        raise UserError(f"{flag} {path} is not a ticket file (holds a {type(raw).__name__}; {EXPECTED_TICKET})")
     if raw.get("format") == TICKET_FORMAT:
         ticket = _from_current(raw, path, flag)
     elif "model_state_dict" in raw:
         ticket = _from_earlier(raw, path, flag)
     else:
-        raise UserError(
-            f"{flag} {path} is not a ticket file (keys {', '.join(sorted(map(str, raw))[:6])}; "
-            "expected a file written by lottery_ticket_bert.py or the earlier study's model_state_dict/mask_dict)"
-        )
+        keys = ", ".join(sorted(map(str, raw))[:6]) or "none"
+        raise UserError(f"{flag} {path} is not a ticket file (keys {keys}; {EXPECTED_TICKET})")
+    if model_name_or_path:
+        ticket.metadata["base_model_in_file"] = ticket.base_model
+        ticket.metadata["base_model_source"] = "given (--model_name_or_path)"
+        ticket.base_model = model_name_or_path
     ticket.path = path
     return ticket
 
@@ -158,7 +185,7 @@ def _normalise_earlier_name(name: str) -> str:
 
 
 def _from_earlier(raw: dict, path: Path, flag: str) -> Ticket:
-    """The earlier study's BertForCustomTask files: `bert.*` weights (maybe prefixed `model.`)."""
+    """The earlier study's BertForCustomTask files: `bert.*` weights (maybe prefixed `model.`) and a head."""
     state = raw["model_state_dict"]
     if not isinstance(state, dict):
         raise UserError(f"{flag} {path}: model_state_dict is not a state dict")
@@ -182,11 +209,13 @@ def _from_earlier(raw: dict, path: Path, flag: str) -> Ticket:
         raise UserError(
             f"{flag} {path}: no BERT encoder weights in model_state_dict (keys like bert.encoder.layer.0...)"
         )
-    given = {}
+    given, head_masks = {}, {}
     for key, value in ((raw.get("mask_dict") or {}) | hook_masks).items():
-        name = _normalise_earlier_name(key)
+        name = _normalise_earlier_name(str(key))
         if name in names:
             given[name] = torch.as_tensor(value).bool()
+        elif name.startswith(HEAD_PREFIX):
+            head_masks[name] = torch.as_tensor(value).bool()
     layers = {n: given.get(n, body[n] != 0) for n in names}
     mask = Mask(layers)
     mask_source = (
@@ -195,16 +224,116 @@ def _from_earlier(raw: dict, path: Path, flag: str) -> Ticket:
     _check_mask_fits(mask, body, path, flag)
     for n in names:
         body[n] = body[n] * mask[n].to(body[n].dtype)
+    hidden, depth = _encoder_shape(body)
+    base_model = EARLIER_BASES_BY_SHAPE.get((hidden, depth), f"unknown-bert(hidden={hidden},layers={depth})")
+    reached = raw.get("sparsity")
     metadata = {
         "task": _task_from_name(path.name),
-        "target_sparsity": raw.get("sparsity"),
-        "seed": raw.get("seed"),
-        "history": raw.get("history"),
+        "target_sparsity": None,  # the earlier files record the sparsity reached, not a target
+        "sparsity_reached": _plain(reached),
+        "seed": _plain(raw.get("seed")),
+        "history": _plain(raw.get("history")),
         "rewind_to": "trained (earlier-format file: weights saved after training)",
         "mask_source": mask_source,
+        "base_model_source": f"inferred from the weight shapes (hidden {hidden}, {depth} layers)",
+        "hidden_size": hidden,
+        "num_layers": depth,
         "earlier_head_keys": sorted(old_head),  # a 2-layer head that HF's classifier cannot take
+        "earlier_head": _describe_earlier_head(old_head, head_masks),
     }
-    return Ticket(EARLIER_BASE_MODEL, mask, body, {}, metadata, "earlier-format")
+    return Ticket(base_model, mask, body, {}, metadata, "earlier-format")
+
+
+def _plain(value):
+    """NumPy scalars and one-element tensors (an earlier history's accuracies) as Python numbers, so the
+    metadata saves and prints like the toolkit's own."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return value.item()
+    if type(value).__module__ == "numpy" and hasattr(value, "item"):
+        return value.item()
+    return value
+
+
+_LAYER_INDEX = re.compile(r"encoder\.layer\.(\d+)\.")
+
+
+def _encoder_shape(body: dict[str, torch.Tensor]) -> tuple[int | None, int]:
+    """(hidden size, number of encoder layers) of a BERT state dict."""
+    depth = 1 + max((int(m.group(1)) for k in body if (m := _LAYER_INDEX.search(k))), default=-1)
+    hidden = next(
+        (int(v.shape[0]) for k, v in body.items() if k.endswith("attention.self.query.weight") and v.dim() == 2),
+        None,
+    )
+    return hidden, depth
+
+
+def _describe_earlier_head(head: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> list[dict]:
+    """The earlier head as a list of layers in order: Linear layers with their shape and sparsity (fraction
+    of exact zeros; of pruned entries where the file holds its mask), and the ReLU and Dropout between them
+    (the earlier model's classifier = Sequential(Linear, ReLU, Dropout, Linear) on the CLS token)."""
+    modules: dict[int, dict] = {}
+    for key, value in head.items():
+        match = re.fullmatch(rf"{re.escape(HEAD_PREFIX)}(\d+)\.(weight|bias)", key)
+        if match is None:
+            continue
+        entry = modules.setdefault(int(match.group(1)), {"layer": f"{HEAD_PREFIX}{match.group(1)}"})
+        if match.group(2) == "bias":
+            entry["bias"] = True
+            continue
+        entry["type"] = "Linear" if value.dim() == 2 else f"{value.dim()}-d weight"
+        entry["shape"] = list(value.shape)
+        if value.dim() == 2:
+            entry["in_features"], entry["out_features"] = int(value.shape[1]), int(value.shape[0])
+        entry["sparsity"] = float((value == 0).sum()) / max(value.numel(), 1)
+        keep = masks.get(key)
+        if keep is not None and tuple(keep.shape) == tuple(value.shape):
+            entry["mask_sparsity"] = float((~keep).sum()) / max(keep.numel(), 1)
+    indices = sorted(i for i, e in modules.items() if "shape" in e)
+    layers: list[dict] = []
+    for position, index in enumerate(indices):
+        entry = modules[index]
+        entry.setdefault("bias", False)
+        layers.append(entry)
+        following = indices[position + 1] if position + 1 < len(indices) else None
+        if following == index + 3:  # the earlier study's ReLU and Dropout sit between its two Linear layers
+            layers += [
+                {"layer": f"{HEAD_PREFIX}{index + 1}", "type": "ReLU"},
+                {"layer": f"{HEAD_PREFIX}{index + 2}", "type": "Dropout"},
+            ]
+    return layers
+
+
+def _head_architecture(layers: list[dict]) -> str:
+    return "-".join(layer["type"] for layer in layers)
+
+
+def _head_shapes(layers: list[dict]) -> str:
+    return ", ".join(
+        f"{layer['layer']} {layer['in_features']}->{layer['out_features']}"
+        for layer in layers
+        if "in_features" in layer
+    )
+
+
+def head_replacement_note(ticket: Ticket) -> str | None:
+    """One line telling that an earlier-format ticket's own head is not used (None for toolkit tickets, and
+    for earlier files without a head)."""
+    layers = ticket.metadata.get("earlier_head") if ticket.kind == "earlier-format" else None
+    if not layers:
+        return None
+    where = ticket.path or "the earlier-format ticket"
+    task = ticket.metadata.get("task") or "its source task"
+    return (
+        f"note: {where} carries the earlier study's CLS-token head ({_head_architecture(layers)}, "
+        f"{_head_shapes(layers)}); few-shot training uses a fresh Hugging Face head that reads the pooler "
+        f"instead (the earlier head was trained for {task} on the CLS token and its pooler was never used, "
+        "so the head cannot be reused for another target); the pooler keeps its weights from the file "
+        "(the pre-trained ones, pruned, never fine-tuned)"
+    )
 
 
 def _task_from_name(filename: str) -> str | None:
@@ -249,21 +378,52 @@ def load_ticket_into(model: nn.Module, ticket: Ticket, with_head: bool = False) 
     ticket.mask.apply(model)
 
 
-def describe_ticket(path: str | os.PathLike) -> str:
+def describe_ticket(path: str | os.PathLike, model_name_or_path: str | None = None) -> str:
     """A readable summary of a ticket file: what it is, where it came from, and its per-layer sparsity."""
-    ticket = load_ticket(path, flag="ticket")
+    ticket = load_ticket(path, flag="ticket", model_name_or_path=model_name_or_path)
     meta = ticket.metadata
+    earlier = ticket.kind == "earlier-format"
+    base = ticket.base_model
+    if meta.get("base_model_source"):
+        base += f" ({meta['base_model_source']})"
+    measured = f"{100 * ticket.sparsity:.2f}% of {ticket.mask.total():,} prunable weights"
     lines = [
         f"ticket file      {ticket.path}",
         f"kind             {ticket.kind}",
-        f"base model       {ticket.base_model}",
+        f"base model       {base}",
         f"task             {meta.get('task')}",
         f"seed             {meta.get('seed')}",
         f"rewound to       {meta.get('rewind_to')}",
-        f"sparsity         {100 * ticket.sparsity:.2f}% of {ticket.mask.total():,} prunable weights "
-        f"(target {meta.get('target_sparsity')})",
-        f"head             {', '.join(ticket.head) or 'none (a fresh head is drawn when it is used)'}",
     ]
+    if earlier:
+        reached = meta.get("sparsity_reached")
+        reached_text = f"{100 * reached:.2f}%" if isinstance(reached, (int, float)) else str(reached)
+        lines += [
+            f"sparsity         {measured} (measured from the mask, from {meta.get('mask_source')})",
+            f"sparsity reached {reached_text} (as the earlier file records it)",
+        ]
+    else:
+        lines.append(f"sparsity         {measured} (target {meta.get('target_sparsity')})")
+    head_layers = meta.get("earlier_head") if earlier else None
+    if head_layers:
+        lines.append(
+            f"head             the earlier study's CLS-token head, {_head_architecture(head_layers)} "
+            "(not used: a fresh head is drawn)"
+        )
+        for layer in head_layers:
+            if "shape" not in layer:
+                lines.append(f"                 {layer['layer']:<14} {layer['type']}")
+                continue
+            text = (
+                f"                 {layer['layer']:<14} {layer['type']} {layer.get('in_features')}->"
+                f"{layer.get('out_features')} weight {tuple(layer['shape'])}"
+                f"{' + bias' if layer.get('bias') else ''}, sparsity {100 * layer['sparsity']:.2f}% (zeros)"
+            )
+            if "mask_sparsity" in layer:
+                text += f", {100 * layer['mask_sparsity']:.2f}% (mask)"
+            lines.append(text)
+    else:
+        lines.append(f"head             {', '.join(ticket.head) or 'none (a fresh head is drawn when it is used)'}")
     if ticket.kind == "ensemble":
         lines.append(f"combined         {meta.get('combine')} of {', '.join(map(str, meta.get('sources', [])))}")
         lines.append(f"Jaccard overlap  {meta.get('jaccard')}")

@@ -7,6 +7,10 @@ import os
 import struct
 from pathlib import Path
 
+# One intra-op thread per process, set before torch is imported: pytest-xdist runs one worker per core, and
+# the scripts the tests start as subprocesses inherit the setting (an explicit value is kept).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import numpy as np
 import pytest
 import torch

@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
+from lth.api import StudySettings
 from lth.batches import ShuffledBatches
 from lth.datasets import load_digits
 from lth.demo import DigitsMLP
 from lth.imp import IMPRecipe
 from lth.pruning import LayerwisePruning, conv_fc_rates
+from lth.settings import setting
 from lth.training import RoundSchedule, image_evaluator
 
 DIGITS = load_digits(seed=0)
+
+
+@dataclass
+class FixtureSettings(StudySettings):
+    """A run directory's settings for loop tests (the recipe itself comes from digits_recipe)."""
+
+    name: str = setting("fixture", "label")
+    lr: float = setting(0.1, "a result-changing setting for the identity tests")
 
 
 def digits_recipe(

@@ -86,9 +86,10 @@ def test_lenet_bad_files(workspace, capsys, tmp_path):
         main.main, [*base, "--trial", "3", "--data_dir", str(truncated)], capsys
     )
 
-    # Same run name, other settings: refused, never mixed into the finished run.
-    line = call(main.main, [*base, "--data_dir", str(workspace / "data"), "--lr", "0.01"], capsys)
-    assert "other settings" in line and "lr" in line
+    # Other settings are another run (another directory), never mixed into the finished one.
+    finished = main.run_directory(main.parse_args([*base, "--data_dir", str(workspace / "data")]))
+    other = main.run_directory(main.parse_args([*base, "--data_dir", str(workspace / "data"), "--lr", "0.01"]))
+    assert other != finished and other.name.startswith("lenet300-100-iterative_winning_ticket_trial0_h")
 
     a_file = tmp_path / "results.csv"
     a_file.write_text("precious\n")
@@ -122,7 +123,7 @@ def test_live_lock_holder_is_named(workspace, capsys, tmp_path):
 
     main = family_module("Lenet-300-100", "main")
     args = [*LENET_TINY, "--data_dir", str(workspace / "data"), "--output_dir", str(tmp_path)]
-    run = tmp_path / "lenet300-100-iterative_winning_ticket_trial0"
+    run = main.run_directory(main.parse_args(args))
     run.mkdir()
     (run / ".lock").write_text(f"{socket.gethostname()} {os.getppid()}")  # a live process: our parent
     line = call(main.main, args, capsys)

@@ -21,7 +21,7 @@ def test_fewshot_configs_name_files_the_lth_runs_write():
     for line in lth_lines:
         args = lth.parse_args(line.argv)
         for sparsity in (0.0, args.sparsity):
-            written.add(lth.ticket_path("models", args.task, sparsity, args.seed, args.keep_pooler).as_posix())
+            written.add(args.ticket_path(sparsity).relative_to(BERT_DIR).as_posix())
     seeds = {lth.parse_args(line.argv).seed for line in lth_lines}
     ensembles = {f"models/ensemble_ticket_sst2_qqp_union_seed{s}.pt" for s in seeds}
     lines = read_config(BERT_DIR / "few_shot_configs.txt")
@@ -30,7 +30,7 @@ def test_fewshot_configs_name_files_the_lth_runs_write():
     for line in lines:
         args = fewshot.parse_args(line.argv)
         assert args.checkpoint in written | ensembles, args.checkpoint
-        combos.add((args.checkpoint, args.target, args.mode, args.seed))
+        combos.add((args.checkpoint, args.target, args.finetune, args.seed))
     assert len(combos) == 36  # 6 sources x 3 seeds x 2 modes, no duplicates
     assert ensembles <= {c[0] for c in combos}
     run_fewshot = (BERT_DIR / "run_fewshot.sh").read_text()
@@ -90,7 +90,7 @@ def test_plotter_draws_every_figure(tiny_model, tiny_glue, tmp_path):  # noqa: F
     )
     names = {Path(p).name for p in written}
     assert {"bert_dev_metric_vs_sparsity.png", "bert_fewshot_transfer_accuracy.png", "ticket_jaccard.png"} <= names
-    assert any(n.startswith("layer_sparsity_lottery_ticket_sst2_sparsity20") for n in names)
+    assert any(n.startswith("layer_sparsity_lottery_ticket_sst2_") and "_sparsity20_" in n for n in names), names
     assert all(Path(p).stat().st_size > 1000 for p in written)
     grid, rows_, columns = plotter.layer_grid(plotter.load_ticket(tickets[-1]))
     assert grid.shape == (3, 6) and rows_[-1] == "pooler" and not torch.isnan(torch.tensor(grid[:2])).any()

@@ -104,7 +104,7 @@ def test_imp_rewinds_to_pretrained_and_masks_hold_through_adamw(tiny_model, tiny
         return original_loss(model, batch)
 
     recipe.batches, recipe.step_loss = batches, step_loss
-    run = RunDirectory(tmp_path / "direct", "run", {"test": 1})
+    run = RunDirectory(tmp_path / "direct", args)
     with run:
         rows = run_imp(run, recipe, IMPSettings(rounds=2, seed=args.seed), quiet=True)
     state = load_checkpoint(run.path / "state.pt")
@@ -149,7 +149,7 @@ def test_entry_writes_exact_tickets_and_csvs(tiny_model, tiny_glue, tmp_path):  
     assert {"round", "iteration", "dev_accuracy", "dev_f1", "dev_loss"} <= set(curve[0])
 
     reference = pretrained(tiny_model, seed=42).state_dict()
-    ticket = load_ticket(lth.ticket_path(args.save_dir, "qqp", 0.25, 42))
+    ticket = load_ticket(args.ticket_path(0.25))
     total = ticket.mask.total()
     assert total - ticket.mask.kept() == int(0.25 * total + 0.5)
     assert ticket.metadata["task"] == "qqp" and ticket.metadata["seed"] == 42 and len(ticket.metadata["history"]) == 4
@@ -158,7 +158,7 @@ def test_entry_writes_exact_tickets_and_csvs(tiny_model, tiny_glue, tmp_path):  
         assert torch.equal(weight[keep], reference[name][keep])
         assert torch.count_nonzero(weight[~keep]) == 0
     assert all(torch.equal(ticket.head[k], reference[k]) for k in ticket.head) and ticket.head
-    dense = load_ticket(lth.ticket_path(args.save_dir, "qqp", 0.0, 42))
+    dense = load_ticket(args.ticket_path(0.0))
     assert dense.sparsity == 0.0
     # Started again: nothing to do.
     with bert_modules():
@@ -173,8 +173,8 @@ def test_keep_pooler_leaves_the_pooler_dense_and_out_of_the_ranking(tiny_model, 
     with bert_modules():
         lth.main(tiny_lth_argv(tiny_model, tiny_glue, tmp_path, *flags))
     assert "keep-pooler" in lth.run_directory(args).name
-    path = lth.ticket_path(args.save_dir, "sst2", 0.2, 42, keep_pooler=True)
-    assert path.name == "lottery_ticket_sst2_sparsity20_seed42_keep-pooler.pt"
+    path = args.ticket_path(0.2)
+    assert path.name.startswith("lottery_ticket_sst2_tiny_bert0_sparsity20_seed42_keep-pooler_h")
     ticket = load_ticket(path)
     reference = pretrained(tiny_model, seed=42).state_dict()
     encoder = [f"bert.encoder.layer.{i}.{kind}.weight" for i in range(2) for kind in KINDS]
@@ -183,8 +183,9 @@ def test_keep_pooler_leaves_the_pooler_dense_and_out_of_the_ranking(tiny_model, 
     assert total - ticket.mask.kept() == int(0.2 * total + 0.5)  # exact, over the encoder alone
     assert torch.equal(ticket.rewind_weights["bert.pooler.dense.weight"], reference["bert.pooler.dense.weight"])
     assert ticket.metadata["keep_pooler"] is True
-    # The default run still prunes the pooler and keeps the earlier ticket names.
-    assert not lth.ticket_path(args.save_dir, "sst2", 0.2, 42).exists()
+    # The default run (pooler pruned) has a ticket of its own name, not written by this run.
+    default = lth.parse_args(tiny_lth_argv(tiny_model, tiny_glue, tmp_path, "--sparsity", "0.2")).ticket_path(0.2)
+    assert default != path and not default.exists()
 
 
 class Interrupt(Exception):
@@ -250,7 +251,7 @@ def test_warmup_rewinding_starts_later_rounds_at_the_warmup_weights(tiny_model, 
     state = load_checkpoint(lth.run_directory(args) / "state.pt")
     steps = state["rows"][0]["iterations"] // 2  # warmup 1 + epochs 1
     assert state["rows"][0]["rewind_iteration"] == steps
-    ticket = load_ticket(lth.ticket_path(args.save_dir, "sst2", 0.1, args.seed))
+    ticket = load_ticket(args.ticket_path(0.1))
     reference = pretrained(tiny_model, seed=args.seed).state_dict()
     name = "bert.encoder.layer.0.attention.self.query.weight"
     keep = ticket.mask[name]

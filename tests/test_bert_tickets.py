@@ -9,7 +9,16 @@ from test_bert_support import bert_modules, load_bert_script, make_tiny_model, t
 from lth.errors import UserError
 from lth.masks import Mask
 from lth.results import read_csv_rows
-from lth.tickets import describe_ticket, load_ticket, load_ticket_into, make_ticket, save_ticket
+from lth.storage import load_checkpoint
+from lth.tickets import (
+    MINILM_BASE_MODEL,
+    describe_ticket,
+    head_replacement_note,
+    load_ticket,
+    load_ticket_into,
+    make_ticket,
+    save_ticket,
+)
 
 
 def classifier(tiny_model, seed=0):  # noqa: F811
@@ -54,11 +63,17 @@ def test_ticket_round_trip(tiny_model, tmp_path):  # noqa: F811
     assert "sparsity" in text and f"{100 * mask.sparsity():.2f}%" in text and "bert.pooler.dense.weight" in text
 
 
-def earlier_state(model, prefix=""):
-    """The earlier study's BertForCustomTask layout: bert.* plus a 2-layer head."""
+def earlier_state(model, prefix="", head_zeros=0.0):
+    """The earlier study's BertForCustomTask layout: bert.* plus its CLS-token head
+    Sequential(Linear(h, h), ReLU, Dropout, Linear(h, 2)), the head's first weight pruned by `head_zeros`."""
     state = {f"{prefix}{k}": v.clone() for k, v in model.state_dict().items() if k.startswith("bert.")}
-    state[f"{prefix}classifier.0.weight"] = torch.randn(32, 32)
-    state[f"{prefix}classifier.3.weight"] = torch.randn(2, 32)
+    hidden = model.config.hidden_size
+    first = torch.randn(hidden, hidden)
+    first[torch.rand(hidden, hidden, generator=torch.Generator().manual_seed(0)) < head_zeros] = 0
+    state[f"{prefix}classifier.0.weight"] = first
+    state[f"{prefix}classifier.0.bias"] = torch.randn(hidden)
+    state[f"{prefix}classifier.3.weight"] = torch.randn(2, hidden)
+    state[f"{prefix}classifier.3.bias"] = torch.randn(2)
     return state
 
 
@@ -79,7 +94,8 @@ def test_earlier_format_recovers_the_mask_from_zeros(tiny_model, tmp_path, prefi
         path,
     )
     ticket = load_ticket(path)
-    assert ticket.kind == "earlier-format" and ticket.base_model == "bert-base-uncased"
+    # A tiny model (hidden 32, 2 layers) matches no known base model: named after its shapes.
+    assert ticket.kind == "earlier-format" and ticket.base_model == "unknown-bert(hidden=32,layers=2)"
     assert ticket.mask.equals(mask)
     assert ticket.metadata["task"] == "qqp" and ticket.metadata["seed"] == 123
     assert ticket.metadata["mask_source"] == "zeros of the weights"
@@ -104,13 +120,155 @@ def test_earlier_format_mask_dict_wins_over_zeros(tiny_model, tmp_path):  # noqa
         assert torch.count_nonzero(ticket.rewind_weights[n][~mask[n]]) == 0
 
 
+def earlier_file(path, model, mask, sparsity=0.7, seed=42, mask_dict=None, head_zeros=0.0, history=None):
+    """An earlier-study ticket file of `model` pruned by `mask` (the trained weights, zeros where pruned)."""
+    pruned = {k: v.clone() for k, v in model.state_dict().items()}
+    for name in mask:
+        pruned[name] = pruned[name] * mask[name]
+    state = earlier_state(model, head_zeros=head_zeros)
+    state.update({k: v for k, v in pruned.items() if k in state})
+    torch.save(
+        {
+            "model_state_dict": state,
+            "mask_dict": mask_dict,
+            "sparsity": sparsity,
+            "seed": seed,
+            "history": history if history is not None else {"sparsity": [0, 0.1], "val_acc": [0.8, 0.81]},
+        },
+        path,
+    )
+    return path
+
+
+@pytest.mark.parametrize(
+    "hidden, layers, expected",
+    [(768, 12, "bert-base-uncased"), (384, 6, MINILM_BASE_MODEL), (1024, 24, "bert-large-uncased"), (512, 4, None)],
+)
+def test_earlier_base_model_is_inferred_from_the_shapes(tmp_path, hidden, layers, expected):
+    # Only the first dimension of the query weight and the layer indices matter: thin weights keep this cheap.
+    parts = ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense")
+    parts += ("intermediate.dense", "output.dense")
+    state = {f"bert.encoder.layer.{i}.{part}.weight": torch.ones(hidden, 2) for i in range(layers) for part in parts}
+    state["bert.pooler.dense.weight"] = torch.ones(hidden, 2)
+    torch.save(
+        {"model_state_dict": state, "mask_dict": None, "sparsity": 0.0, "seed": 1, "history": {}}, tmp_path / "e.pt"
+    )
+    ticket = load_ticket(tmp_path / "e.pt")
+    assert ticket.base_model == (expected or f"unknown-bert(hidden={hidden},layers={layers})")
+    assert ticket.metadata["base_model_source"] == f"inferred from the weight shapes (hidden {hidden}, {layers} layers)"
+
+
+def test_earlier_minilm_shaped_file_is_named_like_minilm_tickets_and_ensembles_with_them(tmp_path):
+    with bert_modules() as module:
+        assert MINILM_BASE_MODEL == module("model").OFFLINE_MODEL_ALIAS  # the name --model_name_or_path minilm records
+    folder = make_tiny_model(tmp_path / "minilm-shaped", hidden=384, layers=6)
+    model = classifier(folder)
+    mask_a, mask_b = random_mask(model, 0.6, seed=11), random_mask(model, 0.7, seed=12)
+    a = ticket_file(tmp_path, folder, "lottery_ticket_sst2_sparsity60_seed42.pt", mask_a, base=MINILM_BASE_MODEL)
+    b = earlier_file(tmp_path / "lottery_ticket_qqp_sparsity70_seed42.pt", model, mask_b)
+    earlier = load_ticket(b)
+    assert earlier.base_model == MINILM_BASE_MODEL and earlier.mask.equals(mask_b)
+    script = load_bert_script("create_ensemble_tickets")
+    with bert_modules():  # the earlier file holds trained weights: the pre-trained ones are read from the folder
+        out = script.main(
+            ["--ticket_a", str(a), "--ticket_b", str(b), "--save_dir", str(tmp_path / "ens")]
+            + ["--model_name_or_path", str(folder)]
+        )
+    union = load_ticket(out)
+    assert union.base_model == MINILM_BASE_MODEL and union.kind == "ensemble"
+    assert union.mask.equals(mask_a.union(mask_b))
+    reference = model.state_dict()
+    for n in union.mask:
+        assert torch.equal(union.rewind_weights[n][union.mask[n]], reference[n][union.mask[n]])
+    assert union.metadata["sparsity_b"] == pytest.approx(mask_b.sparsity())
+
+
+def test_earlier_head_is_described_and_the_stored_sparsity_is_the_one_reached(tiny_model, tmp_path):  # noqa: F811
+    import numpy as np
+
+    model = classifier(tiny_model)
+    mask = random_mask(model, 0.5, seed=13)
+    head_mask = torch.rand(32, 32, generator=torch.Generator().manual_seed(1)) >= 0.25
+    mask_dict = {n.removesuffix(".weight") + ".weight_mask": mask[n].float() for n in mask.names()}
+    mask_dict["classifier.0.weight_mask"] = head_mask.float()
+    history = {"sparsity": [np.float64(0.0), np.float64(0.5)], "val_acc": [np.float64(0.8), np.float32(0.75)]}
+    path = earlier_file(
+        tmp_path / "lottery_ticket_sst2_sparsity50_seed7.pt",
+        model,
+        mask,
+        sparsity=0.4837,
+        seed=7,
+        mask_dict=mask_dict,
+        head_zeros=0.5,
+        history=history,
+    )
+    ticket = load_ticket(path)
+    assert ticket.metadata["history"] == {"sparsity": [0.0, 0.5], "val_acc": [0.8, 0.75]}  # numpy scalars, as floats
+    assert ticket.metadata["sparsity_reached"] == 0.4837 and ticket.metadata["target_sparsity"] is None
+    head = ticket.metadata["earlier_head"]
+    assert [layer["type"] for layer in head] == ["Linear", "ReLU", "Dropout", "Linear"]
+    first, last = head[0], head[3]
+    stored = load_checkpoint(path)["model_state_dict"]
+    zeros = float((stored["classifier.0.weight"] == 0).float().mean())
+    assert first["layer"] == "classifier.0" and first["shape"] == [32, 32] and first["bias"]
+    assert first["sparsity"] == pytest.approx(zeros) and 0.3 < zeros < 0.7
+    assert first["mask_sparsity"] == pytest.approx(float((~head_mask).float().mean()))
+    assert last["layer"] == "classifier.3" and last["shape"] == [2, 32] and last["out_features"] == 2
+    assert last["sparsity"] == 0.0 and "mask_sparsity" not in last
+    assert ticket.head == {}  # not Hugging Face's head: described, never loaded into a model
+
+    text = describe_ticket(path)
+    assert "head             none" not in text
+    assert "Linear-ReLU-Dropout-Linear" in text
+    assert f"classifier.0   Linear 32->32 weight (32, 32) + bias, sparsity {100 * zeros:.2f}% (zeros)" in text
+    assert f"{100 * first['mask_sparsity']:.2f}% (mask)" in text
+    assert "classifier.3   Linear 32->2 weight (2, 32) + bias, sparsity 0.00% (zeros)" in text
+    assert "sparsity reached 48.37% (as the earlier file records it)" in text
+    assert not [line for line in text.splitlines() if line.startswith("sparsity") and "target" in line]
+    assert "unknown-bert(hidden=32,layers=2) (inferred from the weight shapes (hidden 32, 2 layers))" in text
+
+
+def test_the_callers_model_name_wins_over_the_inferred_one(tiny_model, tmp_path):  # noqa: F811
+    model = classifier(tiny_model)
+    path = earlier_file(tmp_path / "old.pt", model, random_mask(model, 0.5, seed=14))
+    ticket = load_ticket(path, model_name_or_path=str(tiny_model))
+    assert ticket.base_model == str(tiny_model)
+    assert ticket.metadata["base_model_in_file"] == "unknown-bert(hidden=32,layers=2)"
+    assert f"base model       {tiny_model} (given (--model_name_or_path))" in describe_ticket(
+        path, model_name_or_path=str(tiny_model)
+    )
+    toolkit = ticket_file(tmp_path, tiny_model, "t.pt", random_mask(model, 0.5, seed=15), base="bert-base-uncased")
+    assert load_ticket(toolkit, model_name_or_path="minilm").base_model == "minilm"
+    assert load_ticket(toolkit).base_model == "bert-base-uncased"
+
+
+def test_head_replacement_note_only_for_earlier_files(tiny_model, tmp_path):  # noqa: F811
+    model = classifier(tiny_model)
+    mask = random_mask(model, 0.5, seed=16)
+    toolkit = load_ticket(ticket_file(tmp_path, tiny_model, "t.pt", mask))
+    assert head_replacement_note(toolkit) is None
+    path = earlier_file(tmp_path / "lottery_ticket_qqp_sparsity70_seed1.pt", model, mask)
+    note = head_replacement_note(load_ticket(path))
+    assert note is not None and len(note.splitlines()) == 1 and note.startswith(f"note: {path} ")
+    assert "Linear-ReLU-Dropout-Linear" in note and "classifier.0 32->32, classifier.3 32->2" in note
+    assert "trained for qqp" in note and "reads the pooler" in note
+
+
 def test_not_a_ticket_and_corrupt_files_are_one_line(tmp_path):
     torch.save({"weights": 1}, tmp_path / "other.pt")
-    with pytest.raises(UserError, match="other.pt is not a ticket file"):
+    with pytest.raises(UserError, match="--checkpoint .*other.pt is not a ticket file .*expected"):
         load_ticket(tmp_path / "other.pt")
+    torch.save(torch.ones(3), tmp_path / "tensor.pt")
+    with pytest.raises(UserError, match="--checkpoint .*tensor.pt is not a ticket file .*expected"):
+        load_ticket(tmp_path / "tensor.pt")
     (tmp_path / "broken.pt").write_bytes(b"not a torch file")
-    with pytest.raises(UserError, match="broken.pt is corrupt"):
+    with pytest.raises(UserError, match="--checkpoint .*broken.pt is not a ticket file .*expected"):
         load_ticket(tmp_path / "broken.pt")
+    torch.save({"x": torch.ones(1000)}, tmp_path / "cut.pt")
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "cut.pt").read_bytes()[:500])
+    with pytest.raises(UserError, match="--checkpoint .*cut.pt is corrupt or truncated") as info:
+        load_ticket(tmp_path / "cut.pt")
+    assert "delete" not in str(info.value) and len(str(info.value).splitlines()) == 1
     with pytest.raises(UserError, match="--checkpoint .*missing.pt does not exist"):
         load_ticket(tmp_path / "missing.pt")
 

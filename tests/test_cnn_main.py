@@ -61,10 +61,17 @@ def test_main_trains_prunes_and_records_conditions(tiny_cifar, tmp_path, capsys)
         "--quiet",
     ]
     main.main(argv)
-    run = out / "Conv-2_winning_ticket_d0p5_lr0p0002_it3_bs16_seed1"
+    settings = main.parse_args(argv)
+    # The earlier flags keep their meaning: --iterations is per round, --prune_iterations the rounds after round 0.
+    assert (settings.train_iterations, settings.rounds) == (3, 1)
+    run = main.run_directory(settings)
+    # Settings outside the readable prefix (batch size, eval interval) that differ from their defaults add a hash.
+    assert run.parent == out and run.name.startswith("Conv-2_winning_ticket_d0p5_lr0p0002_it3_seed1_h")
+    assert main.run_directory(main.parse_args([*argv, "--batch_size", "32"])).name != run.name
     rows = pd.read_csv(run / "rounds.csv")
     assert list(rows["round"]) == [0, 1]
     assert set(rows["dropout_rate"]) == {0.5} and set(rows["lr"]) == {2e-4} and set(rows["output_prune_rate"]) == {0.1}
+    assert set(rows["train_iterations"]) == {3} and set(rows["batch_size"]) == {16} and set(rows["rounds"]) == {1}
     model = models.build_model("Conv-2")
     sizes = {n: p.numel() for n, p in model.named_parameters() if n in default_prunable_names(model)}
     rates = {n: 0.1 if n.startswith("features") else 0.2 for n in sizes} | {"classifier.6.weight": 0.1}

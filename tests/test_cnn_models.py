@@ -112,8 +112,11 @@ def test_layerwise_counts_exact_over_rounds_output_at_half_fc_rate(arch, conv_ra
 
 def test_output_rate_flag_and_arch_defaults():
     args = main.parse_args(["--arch", "Conv-4", "--fc_prune_rate", "0.3"])
-    assert (args.conv_prune_rate, args.output_prune_rate, args.lr, args.iterations) == (0.1, 0.15, 3e-4, 25_000)
+    assert (args.conv_prune_rate, args.output_prune_rate, args.lr, args.train_iterations) == (0.1, 0.15, 3e-4, 25_000)
     args = main.parse_args(["--arch", "Conv-2", "--output_prune_rate", "0.05", "--epochs", "2", "--batch_size", "100"])
-    assert args.output_prune_rate == 0.05 and args.iterations == 2 * 450 and args.lr == 2e-4
-    args = main.parse_args(["--arch", "Conv-2", "--epochs", "24", "--iterations", "123"])
-    assert args.iterations == 123
+    assert args.output_prune_rate == 0.05 and args.train_iterations == 2 * 450 and args.lr == 2e-4
+    assert args.epochs is None  # an input, resolved into train_iterations
+    args = main.parse_args(["--arch", "Conv-2", "--epochs", "24", "--train_iterations", "123"])
+    assert args.train_iterations == 123
+    # The earlier flag name keeps its meaning: training iterations per round.
+    assert main.parse_args(["--arch", "Conv-2", "--epochs", "24", "--iterations", "123"]).train_iterations == 123

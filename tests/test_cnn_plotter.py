@@ -1,4 +1,5 @@
-"""CNN figures from rounds.csv files in the committed format: one per arch and dropout, matched by round."""
+"""CNN figures from rounds.csv files as main.py writes them: one per condition (arch, dropout and any other
+setting that differs), matched by round."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from lth.results import ROUND_COLUMNS, write_csv
+from lth.results import RunDirectory
 from lth.sweep import _script_folder_on_path
 
 CNN = Path(__file__).resolve().parents[1] / "CNN"
@@ -18,8 +19,22 @@ with _script_folder_on_path(CNN):
 
 
 def write_run(
-    root: Path, arch: str, run_type: str, dropout: float, seed: int, rounds: int = 4, lr: float = 2e-4
+    root: Path,
+    arch: str,
+    run_type: str,
+    dropout: float,
+    seed: int,
+    rounds: int = 4,
+    lr: float = 2e-4,
+    extra: tuple[str, ...] = (),
 ) -> None:
+    """rounds.csv as main.py writes it: measurements plus every identity setting of the run as columns."""
+    settings = main.parse_args(
+        [
+            *("--arch", arch, "--run_type", run_type, "--dropout_rate", str(dropout), "--seed", str(seed)),
+            *("--lr", str(lr), "--train_iterations", "2000", "--output_dir", str(root), *extra),
+        ]
+    )
     rows = []
     for r in range(rounds):
         remaining = 100 * 0.8**r + 1e-5 * seed  # seeds differ in the 6th digit, as real runs do
@@ -37,18 +52,10 @@ def write_run(
                 "arch": arch,
                 "seed": seed,
                 "wall_time_s": 1.0,
-                "dropout_rate": dropout,
-                "lr": lr,
-                "iterations": 2000,
-                "batch_size": 60,
-                "conv_prune_rate": 0.1,
-                "fc_prune_rate": 0.2,
-                "output_prune_rate": 0.1,
-                "augment": False,
             }
         )
-    name = f"{arch}_{run_type}_d{dropout}_seed{seed}".replace(".", "p")
-    write_csv(root / name / "rounds.csv", rows, ROUND_COLUMNS)
+    with RunDirectory(root, settings) as run:
+        run.write_results(rows, [])
 
 
 @pytest.fixture
@@ -96,7 +103,23 @@ def test_other_varying_settings_get_their_own_figures(tmp_path):
     other = tmp_path / "other"
     write_run(other, "Conv-6", "winning_ticket", 0.0, 1, lr=2e-4)
     paths = plotter.plot_results(tmp_path)
-    assert sorted(p.name for p in paths) == ["plot_Conv-6_d0_lr-0p0002.png", "plot_Conv-6_d0_lr-0p0003.png"]
+    assert sorted(p.name for p in paths) == ["plot_Conv-6_d0_lr0p0002.png", "plot_Conv-6_d0_lr0p0003.png"]
+
+
+def test_runs_differing_in_any_setting_are_never_pooled(tmp_path):
+    """Seeds of one condition share a line; a run with other training iterations or augmentation does not."""
+    for seed in (1, 2):
+        write_run(tmp_path / "base", "Conv-2", "winning_ticket", 0.0, seed)
+    write_run(tmp_path / "longer", "Conv-2", "winning_ticket", 0.0, 1, extra=("--train_iterations", "3000"))
+    write_run(tmp_path / "augmented", "Conv-2", "winning_ticket", 0.0, 1, extra=("--augment",))
+    groups = plotter.figure_groups(plotter.load_rounds(tmp_path))
+    assert sorted(stem for stem, _, _ in groups) == [
+        "plot_Conv-2_d0_train_iterations2000_augmentfalse",
+        "plot_Conv-2_d0_train_iterations2000_augmenttrue",
+        "plot_Conv-2_d0_train_iterations3000_augmentfalse",
+    ]
+    seeds = {stem: set(frame["seed"]) for stem, _, frame in groups}
+    assert seeds["plot_Conv-2_d0_train_iterations2000_augmentfalse"] == {1, 2}
 
 
 def test_empty_results_is_a_one_line_error(tmp_path, capsys):

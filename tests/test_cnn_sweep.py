@@ -34,7 +34,7 @@ def test_config_is_the_60_run_sweep_with_distinct_directories():
         sum((a.arch, a.run_type, a.dropout_rate) == c for a in parsed) == 5 for c in conditions
     )
     assert {a.output_prune_rate for a in parsed} == {0.1} and {a.fc_prune_rate for a in parsed} == {0.2}
-    assert {(a.arch, a.iterations, a.conv_prune_rate) for a in parsed} == {
+    assert {(a.arch, a.train_iterations, a.conv_prune_rate) for a in parsed} == {
         ("Conv-2", 20_000, 0.1),
         ("Conv-4", 25_000, 0.1),
         ("Conv-6", 30_000, 0.15),

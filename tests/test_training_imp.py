@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
-from imp_fixtures import DIGITS, csv_without_wall_time, digits_recipe
+from imp_fixtures import DIGITS, FixtureSettings, csv_without_wall_time, digits_recipe
 
 from lth.batches import ShuffledBatches
 from lth.demo import DigitsMLP
@@ -74,7 +76,7 @@ def test_rewinding_restores_saved_tensors_on_survivors():
 def test_random_reinit_keeps_mask_changes_weights_and_is_seeded(tmp_path):
     recipe = digits_recipe(iterations=20, eval_every=20)
     settings = IMPSettings(rounds=2, seed=5, run_type="random_reinit")
-    with RunDirectory(tmp_path, "rr", {"k": 1}) as run:
+    with RunDirectory(tmp_path, FixtureSettings(name="rr")) as run:
         run_imp(run, recipe, settings, quiet=True)
         state = run.load_state()
     ticket = IMPSettings(rounds=2, seed=5, run_type="winning_ticket")
@@ -92,7 +94,7 @@ def test_random_reinit_keeps_mask_changes_weights_and_is_seeded(tmp_path):
 def test_iterative_pruning_ranks_weights_after_retraining(tmp_path):
     recipe = digits_recipe(iterations=40, eval_every=20)
     settings = IMPSettings(rounds=1, seed=0)
-    with RunDirectory(tmp_path, "wt", {"k": 1}) as run:
+    with RunDirectory(tmp_path, FixtureSettings(name="wt")) as run:
         run_imp(run, recipe, settings, quiet=True)
         state = run.load_state()
     mask_next, _ = _prepare_round(2, state, recipe, IMPSettings(rounds=2, seed=0))
@@ -119,7 +121,7 @@ def test_early_stop_selects_on_validation_never_test():
 def test_late_rewinding_uses_weights_at_iteration_k(tmp_path):
     recipe = digits_recipe(iterations=40, eval_every=20)
     settings = IMPSettings(rounds=1, seed=0, rewind_iteration=10)
-    with RunDirectory(tmp_path, "late", {"k": 1}) as run:
+    with RunDirectory(tmp_path, FixtureSettings(name="late")) as run:
         run_imp(run, recipe, settings, quiet=True)
         state = run.load_state()
     # Replay the dense run's first 10 iterations by hand and compare with the saved rewind point.
@@ -139,7 +141,7 @@ def test_late_rewinding_uses_weights_at_iteration_k(tmp_path):
 
 
 def run_to_end(path, name, settings, recipe=None) -> RunDirectory:
-    with RunDirectory(path, name, {"same": True}) as run:
+    with RunDirectory(path, FixtureSettings(name=name)) as run:
         run_imp(run, recipe or digits_recipe(checkpoint_every=20), settings, quiet=True)
     return run
 
@@ -194,30 +196,38 @@ def test_finished_run_does_nothing_when_started_again(tmp_path, capsys):
 
 
 def test_settings_mismatch_is_refused(tmp_path):
+    """A directory whose settings.json holds another run (e.g. copied or renamed by hand) is never resumed."""
     from lth.errors import UserError
 
-    with RunDirectory(tmp_path, "run", {"lr": 0.1}):
+    with RunDirectory(tmp_path, FixtureSettings(lr=0.1)) as run:
         pass
+    saved = json.loads((run.path / "settings.json").read_text())
+    (run.path / "settings.json").write_text(json.dumps({**saved, "lr": 0.2}))
     with pytest.raises(UserError, match="other settings.*lr"):
-        RunDirectory(tmp_path, "run", {"lr": 0.2}).open()
+        RunDirectory(tmp_path, FixtureSettings(lr=0.1)).open()
 
 
-def test_a_flag_added_later_and_left_off_still_matches_an_earlier_run(tmp_path):
-    from lth.errors import UserError
-
-    with RunDirectory(tmp_path, "run", {"lr": 0.1}):
+def test_a_setting_added_later_with_its_default_keeps_names_and_resume(tmp_path):
+    """A run saved before a setting existed (no key in settings.json) is the same run when the setting is at its
+    default; operational settings (quiet, directories) may change between restarts."""
+    with RunDirectory(tmp_path, FixtureSettings()) as run:
         pass
-    with RunDirectory(tmp_path, "run", {"lr": 0.1, "keep_pooler": False}):  # resumes the earlier run
-        pass
-    with pytest.raises(UserError, match="other settings.*keep_pooler"):
-        RunDirectory(tmp_path, "run", {"lr": 0.1, "keep_pooler": True}).open()
+    assert run.name == "fixture_iterative_winning_ticket_seed0", "default settings add no hash"
+    saved = json.loads((run.path / "settings.json").read_text())
+    del saved["lr"]  # written before --lr existed
+    (run.path / "settings.json").write_text(json.dumps(saved))
+    with RunDirectory(tmp_path, FixtureSettings(quiet=False, checkpoint_every=7)) as again:
+        assert again.path == run.path
+    changed = FixtureSettings(lr=0.2)
+    assert changed.run_name().startswith("fixture_iterative_winning_ticket_seed0_h")
+    assert changed.run_name() != run.name
 
 
 def test_second_writer_is_refused_while_the_first_holds_the_lock(tmp_path):
     from lth.errors import RunLockedError
 
-    first = RunDirectory(tmp_path, "run", {}).open()
+    first = RunDirectory(tmp_path, FixtureSettings()).open()
     with pytest.raises(RunLockedError, match="in use by pid"):
-        RunDirectory(tmp_path, "run", {}).open()
+        RunDirectory(tmp_path, FixtureSettings()).open()
     first.close()
-    RunDirectory(tmp_path, "run", {}).open().close()
+    RunDirectory(tmp_path, FixtureSettings()).open().close()

@@ -137,10 +137,17 @@ def tiny_recipe(vgg, args, weights_seen: list):
     return recipe
 
 
+def tiny_run_directory(vgg, tmp_path: Path, name: str, argv: list[str]):
+    """A run directory named from the tiny settings, under its own folder `name` so that runs whose settings
+    agree (a dense run and one that reuses it, say) stay apart."""
+    args = vgg.main.parse_args([*TINY, *argv, "--output_dir", str(tmp_path / name)])
+    return args, RunDirectory(args.output_dir, args)
+
+
 def run_tiny(vgg, tmp_path: Path, name: str, argv: list[str], settings: IMPSettings, weights_seen: list | None = None):
-    args = vgg.main.parse_args([*TINY, *argv, "--output_dir", str(tmp_path)])
+    args, directory = tiny_run_directory(vgg, tmp_path, name, argv)
     seen = [] if weights_seen is None else weights_seen
-    with RunDirectory(tmp_path, name, {}) as run:
+    with directory as run:
         torch.manual_seed(settings.seed)
         rows = run_imp(run, tiny_recipe(vgg, args, seen), settings, quiet=True)
         return rows, run.load_state()
@@ -247,7 +254,7 @@ def test_random_pruning_keeps_per_layer_sparsity_of_the_magnitude_mask(vgg, tmp_
 
 def test_learning_rate_schedule_drops_at_half_and_three_quarters_with_warmup(vgg):
     args = vgg.main.parse_args(["--train_iterations", "1000", "--warmup_iterations", "100"])
-    assert args.milestones == [500, 750]
+    assert args.milestones == (500, 750)
     lr_at = vgg.trainer.lr_schedule(args.lr, args.milestones, args.gamma, args.warmup_iterations)
     assert lr_at(0) == pytest.approx(0.001)
     assert lr_at(49) == pytest.approx(0.05)
@@ -257,23 +264,31 @@ def test_learning_rate_schedule_drops_at_half_and_three_quarters_with_warmup(vgg
     assert lr_at(749) == pytest.approx(0.01)
     assert lr_at(750) == pytest.approx(0.001)
     epochs = vgg.main.parse_args([])
-    assert epochs.train_iterations == 160 * (45_000 // 64) and epochs.milestones == [80 * 703, 120 * 703]
-    assert vgg.main.parse_args(["--schedule", "2", "3", "--epochs", "4"]).milestones == [2 * 703, 3 * 703]
+    assert epochs.train_iterations == 160 * (45_000 // 64) and epochs.milestones == (80 * 703, 120 * 703)
+    by_epochs = vgg.main.parse_args(["--schedule", "2", "3", "--epochs", "4"])
+    assert (by_epochs.train_iterations, by_epochs.milestones) == (4 * 703, (2 * 703, 3 * 703))
+    assert by_epochs.schedule is None and by_epochs.epochs is None  # inputs, resolved into the settings above
+    with pytest.raises(UserError):
+        vgg.main.parse_args(["--schedule", "2", "--milestones", "100"])
 
 
 def test_earlier_flags_keep_their_meaning(vgg):
     parse = vgg.main.parse_args
     args = parse(["--iterations", "500", "--prunning", "random"])
     assert (args.rewind_iteration, args.run_type, args.seed, args.rounds) == (500, "random_prune", 42, 19)
+    assert parse(["--pruning", "global"]).run_type == "winning_ticket"
     assert parse(["--random_reinit"]).run_type == "random_reinit"
     assert parse(["--run_type", "random_reinit"]).run_type == "random_reinit"
-    assert parse(["--rounds", "5"]).prune_iterations == 6
-    assert parse(["--bs", "128", "--wd", "5e-4", "--workers", "8"]).batch_size == 128
-    assert "workers" not in vars(parse(["--workers", "8"]))
+    assert parse(["--prune_iterations", "6"]).rounds == 5  # the earlier count included the dense round 0
+    assert parse(["--prune_iterations", "6"]).identity() == parse(["--rounds", "5"]).identity()
+    args = parse(["--bs", "128", "--wd", "5e-4", "--prune_rate", "0.3", "--workers", "8", "--no_augment"])
+    assert (args.batch_size, args.weight_decay, args.global_prune_rate, args.augment) == (128, 5e-4, 0.3, False)
+    assert args.workers is None and "workers" not in args.to_json()  # accepted, changes nothing, not saved
     for bad in (
         ["--random_reinit", "--pruning", "random"],
         ["--rewind_iteration", "100", "--train_iterations", "50"],
         ["--run_type", "winning_ticket", "--random_reinit"],
+        ["--rounds", "5", "--prune_iterations", "5"],
         ["--width", "0"],
     ):
         with pytest.raises(UserError):
@@ -283,30 +298,40 @@ def test_earlier_flags_keep_their_meaning(vgg):
         == "vgg19-w1_winning_ticket_rewind2000_seed1"
     )
     train_args = vgg.train.parse_args(["--seed", "1", "--save_iterations", "2000", "500"])
-    assert train_args.save_iterations == [500, 2000]
-    assert vgg.train.run_directory(train_args) == vgg.trainer.dense_run_directory(parse(["--seed", "1"]))
+    assert train_args.save_iterations == (500, 2000)
+    dense = parse(["--seed", "1"]).training()
+    assert vgg.train.run_directory(train_args) == Path(dense.output_dir) / dense.run_name()
+    assert vgg.train.run_directory(train_args).name == "vgg19-w1_dense_seed1"
     with pytest.raises(UserError):
         vgg.train.parse_args(["--train_iterations", "100", "--save_iterations", "100"])
 
 
 def test_main_refuses_a_dense_run_with_other_settings(vgg, tmp_path):
-    from lth.experiment import settings_of
     from lth.storage import atomic_write_json
 
     dense_args = vgg.train.parse_args([*TINY, "--output_dir", str(tmp_path), "--save_iterations", "4"])
     path = vgg.train.run_directory(dense_args)
     path.mkdir()
-    atomic_write_json(path / "settings.json", settings_of(dense_args))
+    atomic_write_json(path / "settings.json", dense_args.to_json())
     (path / "finished").write_text("")
-    args = vgg.main.parse_args([*TINY, "--output_dir", str(tmp_path), "--lr", "0.2", "--iterations", "4"])
+    other_lr = [*TINY, "--output_dir", str(tmp_path), "--lr", "0.2", "--iterations", "4"]
+    args = vgg.main.parse_args(other_lr)
+    # Found by name, a dense run of other settings is another directory: never reused, round 0 trained here.
+    assert vgg.main.dense_round_source(args, IMPSettings(rounds=2, seed=3, rewind_iteration=4)) is None
+    # Named explicitly, it is refused, naming the setting that differs.
+    explicit = vgg.main.parse_args([*other_lr, "--dense_dir", str(path)])
     with pytest.raises(UserError, match="lr"):
-        vgg.main.dense_round_source(args, IMPSettings(rounds=2, seed=3))
+        vgg.main.dense_round_source(explicit, IMPSettings(rounds=2, seed=3, rewind_iteration=4))
     same = vgg.main.parse_args([*TINY, "--output_dir", str(tmp_path), "--iterations", "4"])
     assert vgg.main.dense_round_source(same, IMPSettings(rounds=2, seed=3, rewind_iteration=4)) is not None
     other_k = vgg.main.parse_args([*TINY, "--output_dir", str(tmp_path), "--iterations", "5"])
     assert vgg.main.dense_round_source(other_k, IMPSettings(rounds=2, seed=3, rewind_iteration=5)) is None
     none = vgg.main.parse_args([*TINY, "--output_dir", str(tmp_path), "--dense_dir", "none"])
     assert vgg.main.dense_round_source(none, IMPSettings(rounds=2, seed=3)) is None
+    # A directory of the right name holding other settings (copied or edited by hand) is refused too.
+    atomic_write_json(path / "settings.json", {**dense_args.to_json(), "lr": 0.2})
+    with pytest.raises(UserError, match="lr"):
+        vgg.main.dense_round_source(same, IMPSettings(rounds=2, seed=3, rewind_iteration=4))
 
 
 def write_committed_format_rounds(root: Path) -> None:
@@ -427,7 +452,7 @@ def test_dense_round_killed_mid_round_resumes_with_the_same_snapshots(vgg, tmp_p
     settings = IMPSettings(rounds=0, seed=3, snapshot_iterations=(2, 9))
     _, uninterrupted = run_tiny(vgg, tmp_path, "whole", ["--checkpoint_every", "4"], settings)
 
-    args = vgg.main.parse_args([*TINY, "--checkpoint_every", "4", "--output_dir", str(tmp_path)])
+    args, directory = tiny_run_directory(vgg, tmp_path, "killed", ["--checkpoint_every", "4"])
     recipe = tiny_recipe(vgg, args, [])
     batches = recipe.batches
 
@@ -437,10 +462,10 @@ def test_dense_round_killed_mid_round_resumes_with_the_same_snapshots(vgg, tmp_p
         return batches(iteration)
 
     recipe.batches = dies_at_10
-    with RunDirectory(tmp_path, "killed", {}) as run, pytest.raises(KeyboardInterrupt):
+    with directory as run, pytest.raises(KeyboardInterrupt):
         torch.manual_seed(3)
         run_imp(run, recipe, settings, quiet=True)
-    assert (tmp_path / "killed" / "progress.pt").exists()
+    assert (directory.path / "progress.pt").exists()
     _, resumed = run_tiny(vgg, tmp_path, "killed", ["--checkpoint_every", "4"], settings)
     assert sorted(resumed["snapshots"]) == [2, 9]
     for iteration in (2, 9):

@@ -1,0 +1,190 @@
+"""BERT's settings, declared once: flags, settings.json, run names, ticket names and identity columns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from data import MAX_LENGTH
+from model import DEFAULT_MODEL
+from pruning import PRUNE_RATE
+from trainer import WEIGHT_DECAY
+
+from lth.arguments import fraction, non_negative_float, non_negative_int, positive_int
+from lth.errors import UserError
+from lth.settings import (
+    Alias,
+    Settings,
+    batch_size_setting,
+    checkpoint_every_setting,
+    data_dir_setting,
+    device_setting,
+    lr_setting,
+    output_dir_setting,
+    quiet_setting,
+    readable_name,
+    seed_setting,
+    setting,
+)
+from lth.text_data import GLUE_TASKS
+from lth.tickets import KEEP_POOLER_LABEL
+
+HERE = Path(__file__).resolve().parent
+
+
+def model_label(name_or_path: str) -> str:
+    return Path(name_or_path.rstrip("/")).name or "model"
+
+
+def percent(value: float) -> int:
+    return int(round(100 * value))
+
+
+@dataclass
+class LotterySettings(Settings):
+    PROG = "BERT/lottery_ticket_bert.py"
+    DESCRIPTION = (
+        "Lottery tickets in pre-trained BERT (Chen et al., NeurIPS 2020): global IMP over the encoder's linear "
+        "layers and the pooler, rewinding to the pre-trained weights, until exactly --sparsity."
+    )
+    NAME_FIELDS = ("task", "model_name_or_path", "sparsity", "rewind_to", "subset", "keep_pooler", "seed")
+
+    task: str = setting("sst2", "source task", choices=sorted(GLUE_TASKS))
+    model_name_or_path: str = setting(
+        DEFAULT_MODEL, "pre-trained model: hub name, local folder, or 'minilm' (offline MiniLM-L6-H384)"
+    )
+    sparsity: float = setting(
+        0.6, "final sparsity of the prunable weights, in [0, 1) (Chen et al.: SST-2 0.6, QQP 0.9)", parse=fraction
+    )
+    rewind_to: str = setting(
+        "pretrained",
+        "pretrained: the pre-trained weights and initial head (Chen et al.); warmup: the weights after --warmup epochs",
+        choices=("pretrained", "warmup"),
+    )
+    warmup: int = setting(1, "epochs before the rewind point with --rewind_to warmup", parse=non_negative_int)
+    prune_step_of_original: float = setting(
+        PRUNE_RATE,
+        "share of the ORIGINAL prunable weights removed per round (Chen et al.: 0.1)",
+        parse=fraction,
+        aliases=[Alias("--prune_rate")],
+    )
+    keep_pooler: bool = setting(
+        False,
+        "leave the pooler dense and out of the global ranking (for a pooler that was never trained, as in the "
+        "offline MiniLM, whose small weights global pruning would remove first)",
+    )
+    seed: int = seed_setting(42, "seed of the head, the subset, the batch order")
+    epochs: int = setting(3, "training epochs per pruning round", parse=positive_int)
+    subset: int | None = setting(
+        None, "train on a seeded random subset of this many examples (default: all)", parse=positive_int
+    )
+    batch_size: int = batch_size_setting(32)
+    lr: float = lr_setting(2e-5, "AdamW peak learning rate (linear schedule, 10% warmup)")
+    weight_decay: float = setting(
+        WEIGHT_DECAY, "AdamW weight decay (not on biases and LayerNorm), >= 0", parse=non_negative_float
+    )
+    max_length: int = setting(MAX_LENGTH, "tokens per example (longer ones are truncated)", parse=positive_int)
+    eval_every: int = setting(
+        0, "evaluate on the dev set every N iterations (0: once per epoch)", parse=non_negative_int
+    )
+    checkpoint_every: int = checkpoint_every_setting(1000)
+    data_dir: str | None = data_dir_setting("glue/SST-2 and glue/QQP (online: the hub)")
+    ticket_dir: str = output_dir_setting(
+        str(HERE / "models"), "where the ticket files are written", aliases=[Alias("--save_dir")]
+    )
+    output_dir: str = output_dir_setting(
+        str(HERE / "results" / "lth"), "where run directories (CSVs, resumable state) are written"
+    )
+    device: str = device_setting()
+    quiet: bool = quiet_setting()
+
+    def resolve(self) -> None:
+        if self.prune_step_of_original <= 0:
+            raise UserError("--prune_step_of_original must be above 0 (a share of the original prunable weights)")
+        if self.rewind_to == "warmup" and self.warmup == 0:
+            raise UserError("--rewind_to warmup needs --warmup of at least 1 epoch")
+
+    def _readable(self, first: tuple, sparsity: float) -> list[tuple]:
+        parts = [first, ("", model_label(self.model_name_or_path)), ("sparsity", percent(sparsity))]
+        parts.append(("rewind-", self.rewind_to))
+        if self.subset:
+            parts.append(("subset", self.subset))
+        if self.keep_pooler:
+            parts.append(("", KEEP_POOLER_LABEL))
+        return [*parts, ("seed", self.seed)]
+
+    def name_prefix(self) -> str:
+        """bert-sst2_minilm_sparsity60_rewind-pretrained_subset4000_seed42"""
+        return readable_name(self._readable(("bert-", self.task), self.sparsity))
+
+    def ticket_path(self, sparsity: float) -> Path:
+        """The ticket file of this run at `sparsity` (the target, or 0 for the dense one). The earlier study's
+        name (lottery_ticket_sst2_sparsity60_seed42) is kept for its settings (bert-base-uncased, rewound to the
+        pre-trained weights, whole training set); any other setting adds to it, as the run name does."""
+        parts = [("lottery_ticket_", self.task)]
+        if self.model_name_or_path != DEFAULT_MODEL:
+            parts.append(("", model_label(self.model_name_or_path)))
+        parts.append(("sparsity", percent(sparsity)))
+        if self.rewind_to != "pretrained":
+            parts.append(("rewind-", self.rewind_to))
+        if self.subset:
+            parts.append(("subset", self.subset))
+        parts.append(("seed", self.seed))
+        if self.keep_pooler:
+            parts.append(("", KEEP_POOLER_LABEL))
+        extra = self.run_name()[len(self.name_prefix()) :]  # _h<hash> of the other non-default settings
+        return Path(self.ticket_dir) / f"{readable_name(parts)}{extra}.pt"
+
+
+@dataclass
+class FewShotSettings(Settings):
+    PROG = "BERT/few_shot_training.py"
+    DESCRIPTION = (
+        "Few-shot transfer: a ticket fine-tuned on k examples of a target task with a fresh head, headonly "
+        "(encoder frozen) or full (encoder trained, mask enforced), scored on the full target dev set."
+    )
+    NAME_FIELDS = ("target", "checkpoint", "finetune", "fewshot_size", "seed")
+
+    checkpoint: str = setting(
+        None, "ticket file (lottery_ticket_*.pt, ensemble_ticket_*.pt) or earlier-format checkpoint (required)"
+    )
+    target: str = setting(None, "task to fine-tune and score on (required)", choices=sorted(GLUE_TASKS))
+    finetune: str = setting(
+        "headonly",
+        "headonly: encoder frozen; full: encoder trained with the mask enforced",
+        choices=("headonly", "full"),
+        aliases=[Alias("--mode")],
+    )
+    fewshot_size: int = setting(
+        128, "k: training examples drawn with --seed from the target's train split", parse=positive_int
+    )
+    seed: int = seed_setting(42, "seed of the k examples, the fresh head and the batch order")
+    epochs: int = setting(3, "training epochs", parse=positive_int)
+    batch_size: int = batch_size_setting(16)
+    lr: float = lr_setting(2e-5, "AdamW peak learning rate (linear schedule, 10% warmup)")
+    weight_decay: float = setting(0.01, "AdamW weight decay, >= 0", parse=non_negative_float)
+    max_length: int = setting(MAX_LENGTH, "tokens per example", parse=positive_int)
+    model_name_or_path: str | None = setting(None, "base model (default: the one the ticket names)")
+    data_dir: str | None = data_dir_setting("glue/ (online: the hub)")
+    output_dir: str = output_dir_setting(
+        str(HERE / "results" / "fewshot"), "run directories and transfer.csv", aliases=[Alias("--save_dir")]
+    )
+    device: str = device_setting()
+
+    def resolve(self) -> None:
+        if self.checkpoint is None:
+            raise UserError(f"{self.PROG}: the following arguments are required: --checkpoint (see --help)")
+        if self.target is None:
+            raise UserError(f"{self.PROG}: the following arguments are required: --target (see --help)")
+
+    def name_prefix(self) -> str:
+        """fewshot_qqp_from_lottery_ticket_sst2_sparsity60_seed42_full_k128_seed42"""
+        return readable_name(
+            [
+                ("fewshot_", self.target),
+                ("from_", Path(self.checkpoint).stem),
+                ("", self.finetune),
+                ("k", self.fewshot_size),
+                ("seed", self.seed),
+            ]
+        )

@@ -1,0 +1,376 @@
+"""Settings declared once: a dataclass per entry script whose fields make everything a run is.
+
+From one declaration come
+- the command-line flags, their help and defaults, and the earlier study's flag names as aliases
+  (shown in --help beside the canonical flag, each keeping its earlier meaning);
+- `settings.json` (every saved setting, canonical names);
+- the run directory name: a readable prefix plus, when any result-changing setting not shown in the
+  prefix differs from its default, a short stable hash of those settings. A setting added later with
+  a default that changes nothing therefore keeps every existing name, and every existing run resumable;
+- the identity columns written into rounds.csv and curve.csv, which figures and `lth summarize`
+  group by: runs are averaged over seeds only, never over any other setting.
+
+Each field is one of three kinds:
+- IDENTITY     can change a result (learning rate, iterations, run type, seed, ...);
+- OPERATIONAL  where or how a run works, never what it computes (directories, device, checkpoint interval,
+               --quiet, flags kept only for compatibility): saved, accepted on resume with another value;
+- INPUT        a convenience resolved into other settings (e.g. --epochs into train_iterations): not saved.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from lth.arguments import ArgumentParser, fraction, non_negative_int, positive_float, positive_int
+from lth.errors import UserError
+
+IDENTITY = "identity"
+OPERATIONAL = "operational"
+INPUT = "input"
+UNSET = object()  # an alias that is not a switch
+NO_CHANGE = object()  # an alias value that leaves its setting as it is (e.g. VGG's `--pruning global`)
+
+
+@dataclass(frozen=True)
+class Alias:
+    """An earlier flag name for a setting, with its earlier meaning.
+
+    Plain renames take the setting's own values. `convert` maps the earlier value to the canonical one
+    (e.g. VGG's --prune_iterations counted the dense round); `const` makes it a switch that sets the
+    setting to that value (e.g. --random_reinit sets run_type).
+    """
+
+    flag: str
+    meaning: str = ""
+    convert: Callable[[Any], Any] | None = None
+    const: Any = UNSET
+    parse: Callable[[str], Any] | None = None
+    choices: tuple | None = None
+
+    @property
+    def is_rename(self) -> bool:
+        return self.convert is None and self.const is UNSET and self.parse is None and self.choices is None
+
+
+def setting(
+    default: Any,
+    help: str,
+    *,
+    parse: Callable[[str], Any] | None = None,
+    choices: Iterable | None = None,
+    aliases: Iterable[Alias] = (),
+    kind: str = IDENTITY,
+    nargs: str | None = None,
+    metavar: str | None = None,
+) -> Any:
+    """Declare one setting (a dataclass field). `parse` turns flag text into a value and rejects bad
+    values with argparse.ArgumentTypeError; list-valued settings take `nargs` and a tuple default."""
+    if kind not in (IDENTITY, OPERATIONAL, INPUT):
+        raise ValueError(f"unknown setting kind {kind!r}")
+    metadata = {
+        "help": help,
+        "parse": parse,
+        "choices": tuple(choices) if choices is not None else None,
+        "aliases": tuple(aliases),
+        "kind": kind,
+        "nargs": nargs,
+        "metavar": metavar,
+    }
+    return field(default=default, metadata=metadata)
+
+
+def _canonical(value: Any) -> Any:
+    """A value as it is saved and hashed: tuples as lists, floats exact (repr), NaN as text."""
+    if isinstance(value, (tuple, list)):
+        return [_canonical(v) for v in value]
+    if isinstance(value, float) and math.isnan(value):
+        return "nan"
+    return value
+
+
+def stable_hash(values: dict) -> str:
+    text = json.dumps({k: _canonical(v) for k, v in values.items()}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def value_label(value: Any) -> str:
+    """A value as it appears in run and figure names: 0.0003 -> 0p0003, True -> true."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        value = f"{value:g}"
+    if isinstance(value, (tuple, list)):
+        return "-".join(value_label(v) for v in value)
+    return str(value).replace(".", "p").replace("/", "-")
+
+
+def readable_name(parts: list[tuple[str, Any]]) -> str:
+    """A readable name from (label, value) pairs: [("lenet300-100-", "iterative"), ("trial", 0)] ->
+    lenet300-100-iterative_trial0."""
+    return "_".join(f"{label}{value_label(value)}" for label, value in parts)
+
+
+@dataclass
+class Settings:
+    """Base of every entry script's settings. Subclasses declare fields with `setting(...)`, may
+    override `resolve()` (derived defaults, checks across settings) and define `name_prefix()`."""
+
+    PROG: ClassVar[str] = ""
+    DESCRIPTION: ClassVar[str] = ""
+    # Settings shown in the readable name prefix; the hash covers the other identity settings.
+    NAME_FIELDS: ClassVar[tuple[str, ...]] = ()
+    # Identity settings that only tell trials apart: never part of a figure's or summary's grouping.
+    SEED_FIELDS: ClassVar[tuple[str, ...]] = ("seed",)
+
+    def __post_init__(self) -> None:
+        self.resolve()
+
+    # --- what a family supplies ---------------------------------------------------------
+    def resolve(self) -> None:
+        """Fill defaults that depend on other settings and check combinations (raise UserError naming flags)."""
+
+    def name_prefix(self) -> str:
+        raise NotImplementedError
+
+    # --- declaration ---------------------------------------------------------------------
+    @classmethod
+    def declared(cls, kind: str | None = None) -> list[dataclasses.Field]:
+        return [f for f in dataclasses.fields(cls) if kind is None or f.metadata.get("kind") == kind]
+
+    @classmethod
+    def build_parser(cls) -> ArgumentParser:
+        parser = ArgumentParser(prog=cls.PROG, description=cls.DESCRIPTION, argument_default=argparse.SUPPRESS)
+        for f in cls.declared():
+            meta = f.metadata
+            renames = [a.flag for a in meta["aliases"] if a.is_rename]
+            flags = [f"--{f.name}", *renames]
+            help_text = meta["help"]
+            if renames:
+                help_text += f" [earlier name{'s' if len(renames) > 1 else ''}: {', '.join(renames)}]"
+            if f.default is not None and f.default != () and not isinstance(f.default, bool):
+                help_text += f" (default: {value_label(f.default) if isinstance(f.default, tuple) else f.default})"
+            help_text = help_text.replace("%", "%%")
+            if isinstance(f.default, bool):
+                action = argparse.BooleanOptionalAction if f.default else "store_true"
+                parser.add_argument(*flags, dest=f.name, action=action, help=help_text)
+            else:
+                options = {"dest": f.name, "help": help_text, "metavar": meta["metavar"]}
+                if meta["parse"] is not None:
+                    options["type"] = meta["parse"]
+                if meta["choices"] is not None:
+                    options["choices"] = meta["choices"]
+                    options.pop("metavar")
+                if meta["nargs"] is not None:
+                    options["nargs"] = meta["nargs"]
+                parser.add_argument(*flags, **options)
+            for index, alias in enumerate(a for a in meta["aliases"] if not a.is_rename):
+                dest = f"{f.name}:alias{index}"
+                alias_help = f"earlier flag for --{f.name}: {alias.meaning}".replace("%", "%%")
+                if alias.const is not UNSET:
+                    parser.add_argument(alias.flag, dest=dest, action="store_const", const=alias.const, help=alias_help)
+                else:
+                    parser.add_argument(
+                        alias.flag,
+                        dest=dest,
+                        type=alias.parse or meta["parse"],
+                        choices=alias.choices,
+                        nargs=meta["nargs"],
+                        metavar=None if alias.choices else alias.flag.lstrip("-").upper(),
+                        help=alias_help,
+                    )
+        return parser
+
+    @classmethod
+    def from_argv(cls, argv: list[str] | None = None):
+        """Parse flags (canonical or earlier names) into resolved settings; bad input raises UserError."""
+        given = vars(cls.build_parser().parse_args(argv))
+        values: dict[str, Any] = {}
+        for f in cls.declared():
+            explicit = f.name in given
+            if explicit:
+                values[f.name] = given[f.name]
+            for index, alias in enumerate(a for a in f.metadata["aliases"] if not a.is_rename):
+                key = f"{f.name}:alias{index}"
+                if key not in given:
+                    continue
+                value = given[key] if alias.const is not UNSET else (alias.convert or (lambda v: v))(given[key])
+                if value is NO_CHANGE:
+                    continue
+                if f.name in values and values[f.name] != value:
+                    what = "--" + f.name if explicit else "another earlier flag"
+                    raise UserError(
+                        f"{alias.flag} asks for {f.name} {value_label(value)}, but {what} gives "
+                        f"{value_label(values[f.name])}; give one of them"
+                    )
+                values[f.name] = value
+        for f in cls.declared():
+            if f.name in values and f.metadata["nargs"] is not None:
+                values[f.name] = tuple(values[f.name])
+        return cls(**values)
+
+    @classmethod
+    def from_saved(cls, saved: dict):
+        """Settings from a settings.json, also one written before a setting existed or under an
+        earlier flag name (a missing setting takes its default)."""
+        values: dict[str, Any] = {}
+        for f in cls.declared():
+            if f.metadata["kind"] == INPUT:
+                continue
+            if f.name in saved:
+                values[f.name] = saved[f.name]
+            else:
+                for alias in f.metadata["aliases"]:
+                    key = alias.flag.lstrip("-").replace("-", "_")
+                    if key not in saved or saved[key] in (None, False):
+                        continue
+                    if alias.const is not UNSET:
+                        values[f.name] = alias.const
+                    elif alias.is_rename:
+                        values[f.name] = saved[key]
+                    break
+            if f.name in values and f.metadata["nargs"] is not None and values[f.name] is not None:
+                values[f.name] = tuple(values[f.name])
+        return cls(**values)
+
+    # --- what the run is -----------------------------------------------------------------
+    def to_json(self) -> dict:
+        """settings.json: every identity and operational setting, canonical names."""
+        return {f.name: _canonical(getattr(self, f.name)) for f in self.declared() if f.metadata["kind"] != INPUT}
+
+    def identity(self) -> dict:
+        """Every setting that can change a result, in declaration order: the run's identity columns."""
+        return {f.name: getattr(self, f.name) for f in self.declared(IDENTITY)}
+
+    def condition(self) -> dict:
+        """The identity less the seed: runs of one condition may be averaged."""
+        return {k: v for k, v in self.identity().items() if k not in self.SEED_FIELDS}
+
+    def defaults(self):
+        """The settings a run with this name prefix has by default (derived defaults resolved)."""
+        return type(self)(**{name: getattr(self, name) for name in self.NAME_FIELDS})
+
+    def distinguishing(self) -> dict:
+        """Identity settings outside the name prefix that differ from their defaults."""
+        defaults = self.defaults().identity()
+        return {
+            k: v
+            for k, v in self.identity().items()
+            if k not in self.NAME_FIELDS and _canonical(v) != _canonical(defaults[k])
+        }
+
+    def run_name(self) -> str:
+        """Readable prefix, plus `_h<hash>` of the distinguishing settings when there are any."""
+        extra = self.distinguishing()
+        return self.name_prefix() + (f"_h{stable_hash(extra)}" if extra else "")
+
+    def differences(self, saved: dict) -> list[str]:
+        """Identity settings in which a saved run differs from these settings (empty: same run)."""
+        earlier = type(self).from_saved(saved).identity()
+        now = self.identity()
+        return [k for k in now if _canonical(earlier[k]) != _canonical(now[k])]
+
+
+# --- The canonical settings every family shares: one name and one meaning everywhere ---------------
+
+RUN_TYPES = ("winning_ticket", "random_reinit", "random_prune")
+IMP_MODES = ("iterative", "oneshot")
+
+
+def run_type_setting(aliases: Iterable[Alias] = ()) -> Any:
+    return setting(
+        "winning_ticket",
+        "winning_ticket (survivors rewound), random_reinit (same mask, fresh init), "
+        "random_prune (random mask, same per-layer sparsity)",
+        choices=RUN_TYPES,
+        aliases=aliases,
+    )
+
+
+def imp_mode_setting(aliases: Iterable[Alias] = ()) -> Any:
+    return setting(
+        "iterative",
+        "iterative: prune the last round's trained weights; oneshot: prune the dense trained weights "
+        "straight to each round's target",
+        choices=IMP_MODES,
+        aliases=aliases,
+    )
+
+
+def seed_setting(default: int, help: str = "", aliases: Iterable[Alias] = ()) -> Any:
+    return setting(
+        default,
+        help or "seed of the initial weights, validation split, data order and controls",
+        parse=non_negative_int,
+        aliases=aliases,
+    )
+
+
+def rounds_setting(default: int, aliases: Iterable[Alias] = ()) -> Any:
+    return setting(default, "pruning rounds after the dense round 0", parse=non_negative_int, aliases=aliases)
+
+
+def train_iterations_setting(default: int | None, help: str = "", aliases: Iterable[Alias] = ()) -> Any:
+    return setting(default, help or "training iterations per round", parse=positive_int, aliases=aliases)
+
+
+def rewind_iteration_setting(aliases: Iterable[Alias] = ()) -> Any:
+    return setting(
+        0,
+        "rewind surviving weights to this iteration of the dense run (0: the initialisation)",
+        parse=non_negative_int,
+        aliases=aliases,
+    )
+
+
+def prune_rate_setting(default: float | None, which: str, aliases: Iterable[Alias] = ()) -> Any:
+    return setting(default, f"share of the remaining {which} pruned per round", parse=fraction, aliases=aliases)
+
+
+def batch_size_setting(default: int, aliases: Iterable[Alias] = ()) -> Any:
+    return setting(default, "training batch size", parse=positive_int, aliases=aliases)
+
+
+def lr_setting(default: float | None, help: str, aliases: Iterable[Alias] = ()) -> Any:
+    return setting(default, help, parse=positive_float, aliases=aliases)
+
+
+def eval_every_setting(default: int, help: str = "") -> Any:
+    return setting(default, help or "evaluate validation and test every N iterations", parse=positive_int)
+
+
+def checkpoint_every_setting(default: int) -> Any:
+    return setting(
+        default,
+        "save progress every N iterations inside a round (0: round ends only)",
+        parse=non_negative_int,
+        kind=OPERATIONAL,
+    )
+
+
+def data_dir_setting(holds: str = "") -> Any:
+    return setting(
+        None,
+        f"data root{' holding ' + holds if holds else ''} (default: $LTH_DATA_DIR, else ./data)",
+        kind=OPERATIONAL,
+    )
+
+
+def output_dir_setting(
+    default: str, help: str = "where run directories are written", aliases: Iterable[Alias] = ()
+) -> Any:
+    return setting(default, help, kind=OPERATIONAL, aliases=aliases)
+
+
+def device_setting() -> Any:
+    return setting("auto", "auto (CUDA if available, else CPU), cpu, cuda or cuda:N", kind=OPERATIONAL)
+
+
+def quiet_setting() -> Any:
+    return setting(False, "no progress bars or per-round lines", kind=OPERATIONAL)
