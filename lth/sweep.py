@@ -85,6 +85,7 @@ def load_script(script: str | os.PathLike) -> ModuleType:
             f"lth_entry_{script.parent.name}_{script.stem}".replace("-", "_"), script
         )
         module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
         spec.loader.exec_module(module)
     for needed in ("parse_args", "run_directory", "main"):
         if not hasattr(module, needed):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import os
 import struct
+import sys
 from pathlib import Path
 
 # One intra-op thread per process, set before torch is imported: pytest-xdist runs one worker per core, and
@@ -33,6 +34,7 @@ def family_module(folder: str, name: str):
     with _script_folder_on_path(path.parent):
         spec = importlib.util.spec_from_file_location(f"{folder.replace('-', '_')}_{name}", path)
         module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
         spec.loader.exec_module(module)
     return module
 

@@ -55,7 +55,7 @@ def test_conv2_reaches_55_percent(tmp_path):
     data.val_x, data.val_y = data.val_x[:EVAL_IMAGES], data.val_y[:EVAL_IMAGES]
     data.test_x, data.test_y = data.test_x[:EVAL_IMAGES], data.test_y[:EVAL_IMAGES]
     recipe = trainer.build_recipe(args, data, "cpu")
-    with RunDirectory(tmp_path, main.run_directory(args).name, {"test": True}) as run:
+    with RunDirectory(args.output_dir, args) as run:
         rows = run_imp(run, recipe, IMPSettings(rounds=0, seed=args.seed), quiet=True)
     row = rows[0]
     assert row["early_stop_iteration"] == ITERATIONS  # validation loss still falling: early stop is the last evaluation

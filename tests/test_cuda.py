@@ -53,7 +53,7 @@ def test_image_families_prune_exactly_on_cuda(folder, tmp_path):
     trainer = family_module(folder, "trainer")
     args = main.parse_args([*flags, "--output_dir", str(tmp_path)])
     recipe = trainer.build_recipe(args, synthetic_images(shape), DEVICE)
-    with RunDirectory(tmp_path, "run", {}) as run:
+    with RunDirectory(tmp_path, args) as run:
         torch.manual_seed(0)
         rows = run_imp(run, recipe, IMPSettings(rounds=2, seed=0), quiet=True)
         state = run.load_state()
@@ -82,7 +82,7 @@ def test_bert_rewinds_exactly_and_masks_hold_under_bf16_autocast(tiny_model, tin
         )
         factory = module("model").classifier_factory(str(tiny_model))
         recipe = module("trainer").build_recipe(args, data, DEVICE, factory)
-    with RunDirectory(tmp_path, "run", {}) as run:
+    with RunDirectory(tmp_path, args) as run:
         rows = run_imp(run, recipe, IMPSettings(rounds=2, seed=args.seed), quiet=True)
         state = run.load_state()
     mask = check_masks_hold(state, recipe.prunable_names)

@@ -18,7 +18,7 @@ from lth.errors import UserError
 from lth.imp import IMPSettings, run_imp, start_from_dense
 from lth.masks import Mask
 from lth.pruning import magnitude_scores, round_half_up
-from lth.results import RunDirectory
+from lth.results import ROUND_COLUMNS, RunDirectory
 from lth.rewinding import rewind
 from lth.sweep import _script_folder_on_path
 
@@ -334,8 +334,10 @@ def test_main_refuses_a_dense_run_with_other_settings(vgg, tmp_path):
         vgg.main.dense_round_source(same, IMPSettings(rounds=2, seed=3, rewind_iteration=4))
 
 
-def write_committed_format_rounds(root: Path) -> None:
-    """rounds.csv files as main.py writes them: 3 rewinding points x 3 run types x 2 seeds, plus a dense run."""
+def write_rounds(vgg, root: Path, argv: tuple[str, ...] = ()) -> None:
+    """rounds.csv files as main.py (and train.py) write them, every identity setting a column: 3 rewinding
+    points x 3 run types x 2 seeds, plus a dense run; `argv` adds settings shared by all of them."""
+    common = ["--width", "0.125", "--train_iterations", "3000", *argv, "--output_dir", str(root)]
     for k in (0, 500, 2000):
         for run_type, offset in (("winning_ticket", 0.0), ("random_prune", -5.0), ("random_reinit", -8.0)):
             for seed in (0, 1):
@@ -357,23 +359,22 @@ def write_committed_format_rounds(root: Path) -> None:
                             "arch": "VGG-19",
                             "seed": seed,
                             "wall_time_s": 1.0,
-                            "rewind_iteration": k,
-                            "pruning": "random" if run_type == "random_prune" else "global",
-                            "width": 0.125,
                         }
                     )
-                run = root / f"vgg19-w0p125_{run_type}_rewind{k}_seed{seed}"
-                run.mkdir(parents=True)
-                pd.DataFrame(rows).to_csv(run / "rounds.csv", index=False)
-    dense = root / "vgg19-w0p125_dense_seed0"
-    dense.mkdir()
-    pd.read_csv(root / "vgg19-w0p125_winning_ticket_rewind0_seed0" / "rounds.csv").head(1).assign(
-        test_accuracy_final=0.0
-    ).to_csv(dense / "rounds.csv", index=False)
+                settings = vgg.main.parse_args(
+                    [*common, "--rewind_iteration", str(k), "--run_type", run_type, "--seed", str(seed)]
+                )
+                with RunDirectory(root, settings) as run:
+                    run.write_results(rows, [])
+    dense = vgg.main.parse_args([*common, "--seed", "0"]).training()
+    dense_row = pd.read_csv(next(root.glob("vgg19-w0p125_winning_ticket_rewind0_seed0*/rounds.csv"))).iloc[0]
+    with RunDirectory(root, dense) as run:
+        run.write_results([{**dense_row[ROUND_COLUMNS].to_dict(), "test_accuracy_final": 0.0}], [])
+    assert "_dense_seed0" in run.name
 
 
 def test_plots_build_from_rounds_csvs(vgg, tmp_path):
-    write_committed_format_rounds(tmp_path)
+    write_rounds(vgg, tmp_path)
     rounds = vgg.plotter.pruning_runs(vgg.plotter.load_rounds(tmp_path))
     stats = vgg.plotter.accuracy_stats(rounds, "test_accuracy_final")
     point = stats[(stats.rewind_iteration == 500) & (stats.run_type == "random_prune") & (stats["round"] == 2)].iloc[0]
@@ -385,29 +386,26 @@ def test_plots_build_from_rounds_csvs(vgg, tmp_path):
     )
     assert stats[stats["round"] == 0]["min"].min() > 50  # the dense (train.py) run is not pooled in
     written = vgg.plotter.plot_all(tmp_path, tmp_path / "figures")
-    assert [p.name for p in written] == ["vgg19-w0.125_rewinding_final.png"]
+    assert [p.name for p in written] == ["vgg19-w0p125_it3000_rewinding_final.png"]
     assert written[0].stat().st_size > 10_000
     subprocess.run(
         [sys.executable, str(VGG_DIR / "plotter.py"), "--results_dir", str(tmp_path), "--metric", "early_stop"],
         check=True,
         capture_output=True,
     )
-    assert (tmp_path / "vgg19-w0.125_rewinding_early_stop.png").exists()
+    assert (tmp_path / "vgg19-w0p125_it3000_rewinding_early_stop.png").exists()
 
 
 def test_runs_of_other_schedules_never_share_a_figure(vgg, tmp_path):
-    write_committed_format_rounds(tmp_path / "before-schedule-columns")
-    for iterations in (2000, 6000):
-        for csv in (tmp_path / "before-schedule-columns").rglob("rounds.csv"):
-            frame = pd.read_csv(csv).assign(train_iterations=iterations, lr=0.1, batch_size=64)
-            target = tmp_path / f"it{iterations}" / csv.parent.name / "rounds.csv"
-            target.parent.mkdir(parents=True)
-            frame.to_csv(target, index=False)
+    """Runs that differ in any setting but the run type, rewinding point and seed get figures of their own."""
+    write_rounds(vgg, tmp_path / "it3000")
+    write_rounds(vgg, tmp_path / "it6000", ("--train_iterations", "6000", "--milestones", "1500", "2250"))
+    write_rounds(vgg, tmp_path / "lr", ("--lr", "0.05"))
     written = vgg.plotter.plot_all(tmp_path, tmp_path / "figures")
     assert sorted(p.name for p in written) == [
-        "vgg19-w0.125_it2000_rewinding_final.png",
-        "vgg19-w0.125_it6000_rewinding_final.png",
-        "vgg19-w0.125_rewinding_final.png",
+        "vgg19-w0p125_it3000_lr0p05_rewinding_final.png",
+        "vgg19-w0p125_it3000_lr0p1_rewinding_final.png",
+        "vgg19-w0p125_it6000_lr0p1_rewinding_final.png",
     ]
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import family_module
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_ROOT = Path(os.environ.get("LTH_DATA_DIR") or REPO.parent / "shared" / "data")
@@ -33,7 +34,9 @@ def test_narrow_vgg_trains_above_40_percent_on_real_cifar10(tmp_path):
     result = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
     elapsed = time.perf_counter() - started
     assert result.returncode == 0, result.stderr[-2000:]
-    run = tmp_path / "vgg19-w0p125_dense_seed0"
+    train = family_module("VGG", "train")
+    run = train.run_directory(train.parse_args(command[2:]))  # the directory train.py names from its settings
+    assert run.parent == tmp_path and run.name.startswith("vgg19-w0p125_dense_seed0")
     (row,) = list(csv.DictReader(open(run / "rounds.csv")))
     accuracy = float(row["test_accuracy_final"])
     print(f"narrow VGG-19 on CIFAR-10: {accuracy:.2f}% test accuracy after 500 iterations, {elapsed:.1f} s")

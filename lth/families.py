@@ -1,0 +1,60 @@
+"""The model families of this repository, each registered once here.
+
+A family is a top-level folder holding `settings.py` (its settings dataclasses), `data.py`, `models.py`
+(or `model.py`), `pruning.py`, `trainer.py`, `plotter.py`, entry scripts, config files, `run_experiments.sh`,
+`requirements.txt` and `results/`. Registering it here is all the `lth` commands need: `lth sweep` runs any
+entry script's config lines (each folder's modules are isolated by name), `lth status` and `lth summarize` read
+run directories and their identity columns, and `lth env --family NAME` checks what the family needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from lth.errors import UserError
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Family:
+    folder: str
+    description: str
+    entry_scripts: tuple[str, ...]  # the first is what `lth sweep` runs a config of this folder with by default
+    needs: tuple[str, ...]  # datasets and models `lth env --family` checks (see lth.environment.NEEDS)
+
+    @property
+    def path(self) -> Path:
+        return REPOSITORY / self.folder
+
+
+FAMILIES: dict[str, Family] = {
+    family.folder: family
+    for family in (
+        Family("Lenet-300-100", "LeNet-300-100 on MNIST", ("main.py",), ("mnist",)),
+        Family("CNN", "Conv-2/4/6 on CIFAR-10", ("main.py",), ("cifar10",)),
+        Family("VGG", "VGG-19 on CIFAR-10, late rewinding", ("main.py", "train.py"), ("cifar10",)),
+        Family(
+            "BERT",
+            "pre-trained BERT on GLUE SST-2 and QQP",
+            ("lottery_ticket_bert.py", "few_shot_training.py"),
+            ("sst2", "qqp", "bert"),
+        ),
+    )
+}
+
+
+def family_of(path: str | Path) -> Family | None:
+    """The registered family whose folder holds `path` (a config file or script), if any."""
+    resolved = Path(path).resolve()
+    for family in FAMILIES.values():
+        if family.path == resolved or family.path in resolved.parents:
+            return family
+    return None
+
+
+def family_named(name: str) -> Family:
+    if name not in FAMILIES:
+        raise UserError(f"--family {name}: expected one of {', '.join(FAMILIES)}")
+    return FAMILIES[name]
