@@ -6,8 +6,8 @@ import importlib.util
 import sys
 
 import pandas as pd
-from torch import nn
 from conftest import REPO
+from torch import nn
 
 import lth
 
