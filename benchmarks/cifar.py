@@ -168,11 +168,9 @@ def time_round_ours(main, trainer, data, iterations: int, device: str) -> tuple[
         synchronize(device)
         start = time.perf_counter()
         recipe = trainer.build_recipe(args, data, device)
-        run = RunDirectory(output_dir, main.run_directory(args).name, {"benchmark": True})
+        run = RunDirectory(output_dir, args)
         with run:
-            rows = run_imp(
-                run, recipe, IMPSettings(rounds=0, seed=SEED, extra_columns=main.condition_columns(args)), quiet=True
-            )
+            rows = run_imp(run, recipe, IMPSettings(rounds=0, seed=SEED), quiet=True)
             state = run.load_state()
         # The next round's pruning step and rewind (what run_imp does at the start of round 1).
         model = recipe.model_factory().to(device)

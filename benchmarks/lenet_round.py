@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "Lenet-300-100"))
 
 from models import LeNet300100  # noqa: E402
+from settings import LenetSettings  # noqa: E402
 from trainer import build_recipe  # noqa: E402
 
 from lth.datasets import load_mnist, resolve_data_root  # noqa: E402
@@ -44,19 +45,20 @@ BATCH, LR, EVAL_EVERY = 60, 1.2e-3, 100
 def time_toolkit(root: Path, iterations: int) -> float:
     started = time.perf_counter()
     data = load_mnist(root, "cpu", val_size=5000, seed=42)
-    args = argparse.Namespace(
-        fc_rate=0.2,
-        output_rate=0.1,
-        lr=LR,
-        batch_size=BATCH,
-        seed=42,
-        iterations=iterations,
-        eval_every=EVAL_EVERY,
-        checkpoint_every=0,
-    )
-    recipe = build_recipe(args, data, "cpu")
-    with tempfile.TemporaryDirectory() as tmp, RunDirectory(tmp, "bench", {}) as run:
-        run_imp(run, recipe, IMPSettings(rounds=0, seed=42), quiet=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        args = LenetSettings(
+            lr=LR,
+            batch_size=BATCH,
+            seed=42,
+            train_iterations=iterations,
+            eval_every=EVAL_EVERY,
+            checkpoint_every=0,
+            rounds=0,
+            output_dir=tmp,
+        )
+        recipe = build_recipe(args, data, "cpu")
+        with RunDirectory(tmp, args) as run:
+            run_imp(run, recipe, IMPSettings(rounds=0, seed=42), quiet=True)
     return time.perf_counter() - started
 
 

@@ -30,6 +30,14 @@ def build_parser() -> ArgumentParser:
     sweep.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true", help="print what would run")
     sweep.add_argument("--submit", choices=["lsf", "slurm"], help="write an array job sized to the config file")
     sweep.add_argument("--yes", action="store_true", help="with --submit: also submit it (bsub / sbatch)")
+    sweep.add_argument(
+        "--per_device",
+        "--parallel",
+        dest="per_device",
+        type=positive_int,
+        default=1,
+        help="run this many lines at once (each its own process and lease), sharing the device",
+    )
 
     status = commands.add_parser("status", help="finished, running, failed and missing runs")
     status.add_argument("results_dir", nargs="?", help="directory holding run directories")
@@ -47,7 +55,9 @@ def build_parser() -> ArgumentParser:
     env.add_argument("--data_dir", default=None)
     env.add_argument("--model_name_or_path", default="bert-base-uncased")
     env.add_argument("--need", default="", help="comma-separated: cuda,mnist,cifar10,sst2,qqp,bert")
-    env.add_argument("--family", default=None, help="also need what this family needs (a folder registered in lth/families.py)")
+    env.add_argument(
+        "--family", default=None, help="also need what this family needs (a folder registered in lth/families.py)"
+    )
     return parser
 
 
@@ -138,6 +148,7 @@ def run_command(args) -> None:
                 dry_run=args.dry_run,
                 submit_to=args.submit,
                 yes=args.yes,
+                parallel=args.per_device,
             )
         )
     elif args.command == "status":

@@ -97,17 +97,22 @@ def submit(system: str, config: Path, script: Path, runs: int, yes: bool) -> Pat
 
 
 def run_status(run_path: Path) -> str:
-    """finished, running (a live lock holder), failed (last attempt raised), interrupted, or missing."""
+    """finished, running (a live lease), failed (last attempt raised), interrupted (a stale lease, or saved
+    progress and no lease), or missing."""
     if is_finished(run_path):
         return "finished"
     if not run_path.exists():
         return "missing"
-    holder = DirectoryLock(run_path).live_holder()
+    lease = DirectoryLock(run_path)
+    holder = lease.live_holder()
     if holder is not None:
-        host, pid = holder
-        return f"running (pid {pid})" if host == socket.gethostname() else f"running (host {host})"
+        here = holder.host == socket.gethostname()
+        return f"running (pid {holder.pid})" if here else f"running (host {holder.host})"
     if (run_path / "failed").exists():
         return "failed: " + (run_path / "failed").read_text().strip().splitlines()[-1][:120]
+    stale = lease.stale_holder()
+    if stale is not None:
+        return f"interrupted (stale lease of host {stale.host}; start it again to resume)"
     return (
         "interrupted (start it again to resume)"
         if (run_path / "state.pt").exists() or (run_path / "progress.pt").exists()

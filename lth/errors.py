@@ -31,13 +31,21 @@ def report_and_exit(message: str, code: int = EXIT_USER_ERROR) -> None:
 def user_facing(main: F) -> F:
     """Decorate an entry point so `UserError` becomes one line on stderr and exit status 2.
 
-    Ctrl-C exits 130 quietly; anything else is a bug and keeps its traceback.
+    Stop signals (SIGTERM, SIGINT, SIGUSR1) stop the run at its next step with its progress saved and
+    exit EXIT_RESUME_LATER (75); a second Ctrl-C exits 130 at once; anything else is a bug and keeps its
+    traceback.
     """
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
+        from lth.stopping import EXIT_RESUME_LATER, StopRequested, graceful_stop
+
         try:
-            return main(*args, **kwargs)
+            with graceful_stop():
+                return main(*args, **kwargs)
+        except StopRequested as stop:
+            print(f"{stop}; run the same command again to resume", file=sys.stderr, flush=True)
+            raise SystemExit(EXIT_RESUME_LATER) from None
         except UserError as error:
             report_and_exit(str(error))
         except KeyboardInterrupt:

@@ -13,8 +13,9 @@ import torch
 
 from lth.arguments import resolve_device
 from lth.imp import IMPRecipe, IMPSettings, run_imp
-from lth.results import RunDirectory, ensure_output_dir, is_finished
+from lth.results import RunDirectory, is_finished
 from lth.settings import Settings
+from lth.stopping import StopRequested
 from lth.storage import atomic_write_text
 
 
@@ -36,7 +37,7 @@ def recording_failure(run_path: Path):
     marker = Path(run_path) / "failed"
     try:
         yield
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, StopRequested):
         raise
     except BaseException as error:
         atomic_write_text(marker, f"{type(error).__name__}: {error}\n")
@@ -64,11 +65,11 @@ def run_experiment(
         with run:  # still refuses a directory holding other settings
             print(f"{run.path}: finished earlier; nothing to do")
             return run.path
-    ensure_output_dir(settings.output_dir)
-    # Data first: a missing or broken dataset must not leave a half-made run directory behind.
-    seed_everything(imp_settings.seed)
-    data = load_data(settings.data_dir, device, imp_settings.seed)
+    # The lease first, so a second process on a live run stops at once; a missing or broken dataset then
+    # removes the new run directory again (RunDirectory does, on a UserError).
     with run:
+        seed_everything(imp_settings.seed)
+        data = load_data(settings.data_dir, device, imp_settings.seed)
         with recording_failure(run.path):
             seed_everything(imp_settings.seed)  # again: the recipe must not depend on what the data load drew
             recipe = build_recipe(settings, data, device)

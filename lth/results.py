@@ -17,10 +17,11 @@ import csv
 import io
 import math
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
-from lth.errors import UserError
+from lth.errors import RunLockedError, UserError
 from lth.settings import Settings
 from lth.storage import (
     DirectoryLock,
@@ -73,9 +74,12 @@ def condition_columns(columns) -> list[str]:
 
 
 def csv_value(value: Any) -> Any:
-    """A setting as a CSV cell: lists as space-separated values, None as empty."""
+    """A setting as a CSV cell: exact (a learning rate of 3e-7 is not rounded away), lists as space-separated
+    values, None as empty."""
     if isinstance(value, (tuple, list)):
         return " ".join(str(v) for v in value)
+    if isinstance(value, float):
+        return repr(value)
     return "" if value is None else value
 
 
@@ -129,9 +133,16 @@ class RunDirectory:
 
     # --- opening ------------------------------------------------------------------------
     def open(self) -> RunDirectory:
+        """Take the lease (before any data or model loads: a second process on a live run stops at once),
+        then check or write the settings."""
         ensure_output_dir(self.root, self.flag)
+        self.created = not self.path.exists()
         self.path.mkdir(exist_ok=True)
-        self.lock.acquire()
+        try:
+            self.lock.acquire()
+        except BaseException:
+            self._remove_if_empty_and_new()
+            raise
         # A process killed in the middle of an atomic write leaves its temporary file behind; with the
         # lock held nobody else writes here, so any such file is debris.
         for debris in self.path.glob(".*.tmp"):
@@ -140,8 +151,21 @@ class RunDirectory:
             self._check_settings()
         except BaseException:
             self.lock.release()
+            self._remove_if_empty_and_new()
             raise
         return self
+
+    def _remove_if_empty_and_new(self) -> None:
+        """A run that stopped on bad input before it computed anything leaves nothing behind."""
+        if not getattr(self, "created", False) or not self.path.is_dir():
+            return
+        if {p.name for p in self.path.iterdir()} <= {"settings.json", "failed", ".lock", "provenance.jsonl"}:
+            shutil.rmtree(self.path, ignore_errors=True)
+
+    def check_lease(self) -> None:
+        """Every write checks the lease is still ours (a process frozen past the lease timeout lost it)."""
+        if self.lock.lost:
+            raise RunLockedError(f"run directory {self.path} was taken over by another process; this one stops")
 
     def _check_settings(self) -> None:
         settings_path = self.path / "settings.json"
@@ -166,8 +190,10 @@ class RunDirectory:
     def __enter__(self) -> RunDirectory:
         return self.open()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, traceback) -> None:
         self.close()
+        if exc_type is not None and issubclass(exc_type, UserError) and not issubclass(exc_type, RunLockedError):
+            self._remove_if_empty_and_new()
 
     # --- files --------------------------------------------------------------------------
     @property
@@ -186,6 +212,7 @@ class RunDirectory:
         curve_columns: list[str] = CURVE_COLUMNS,
     ) -> None:
         """Both CSVs, every row carrying the run's identity columns (so figures never pool conditions)."""
+        self.check_lease()
         identity = {k: csv_value(v) for k, v in self.settings.identity().items()}
         write_csv(self.curve_csv, [{**point, **identity} for point in curve], curve_columns)
         write_csv(self.rounds_csv, [{**row, **identity} for row in rounds], round_columns)
@@ -195,6 +222,7 @@ class RunDirectory:
         return load_checkpoint(path, "run state") if path.exists() else None
 
     def save_state(self, state: dict) -> None:
+        self.check_lease()
         atomic_torch_save(self.path / "state.pt", state)
 
     def load_progress(self) -> dict | None:
@@ -202,6 +230,7 @@ class RunDirectory:
         return load_checkpoint(path, "round checkpoint") if path.exists() else None
 
     def save_progress(self, progress: dict) -> None:
+        self.check_lease()
         atomic_torch_save(self.path / "progress.pt", progress)
 
     def clear_progress(self) -> None:

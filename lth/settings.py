@@ -108,7 +108,7 @@ def value_label(value: Any) -> str:
         value = f"{value:g}"
     if isinstance(value, (tuple, list)):
         return "-".join(value_label(v) for v in value)
-    return str(value).replace(".", "p").replace("/", "-")
+    return str(value).replace(".", "p").replace("/", "-").replace(" ", "-")
 
 
 def readable_name(parts: list[tuple[str, Any]]) -> str:

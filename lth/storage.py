@@ -7,6 +7,7 @@ leaves either the old file or the new one, never half of either.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import json
@@ -14,9 +15,12 @@ import os
 import pickle
 import socket
 import tempfile
+import threading
 import time
+import uuid
 import warnings
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -240,69 +244,171 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-class DirectoryLock:
-    """An exclusive lock on a run directory, held by one process at a time.
+DEFAULT_LEASE_TIMEOUT = 120.0  # seconds without a heartbeat after which a lease is stale, whatever host wrote it
 
-    The lock file records host and pid. A lock left by a dead process on this host is stale and
-    is taken over; a live holder makes the second process stop with a line naming it.
+
+def lease_timeout() -> float:
+    """$LTH_LEASE_TIMEOUT seconds (default 120): well under the minutes a cluster takes to requeue a job."""
+    text = os.environ.get("LTH_LEASE_TIMEOUT")
+    if not text:
+        return DEFAULT_LEASE_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        raise UserError(f"$LTH_LEASE_TIMEOUT={text!r}: expected seconds, e.g. 120") from None
+    if not value > 0:
+        raise UserError(f"$LTH_LEASE_TIMEOUT={text!r}: expected a positive number of seconds")
+    return value
+
+
+@dataclass(frozen=True)
+class Holder:
+    host: str
+    pid: int
+    heartbeat: float  # time.time() of the holder's last renewal
+    token: str  # unique per acquisition: a renewal checks the lease is still its own
+
+    def describe(self) -> str:
+        age = time.time() - self.heartbeat
+        return f"pid {self.pid} on host {self.host} (last heartbeat {age:.0f} s ago)"
+
+
+class DirectoryLock:
+    """A lease on a run directory, held by one process at a time, renewed by a heartbeat thread.
+
+    The lease file records host, pid and the time of the last heartbeat. It is stale when its heartbeat is
+    older than the lease timeout (whatever host wrote it: a node that failed or a job killed at its time limit
+    renews nothing), or at once when its process is gone on this host. A stale lease is taken over with one
+    printed line naming the old holder. Creating the lease file (O_EXCL) is the only way in, and a stale file
+    is removed only after checking it is still the one found stale, so two racing processes leave one writer.
     """
 
-    def __init__(self, directory: str | os.PathLike):
+    def __init__(self, directory: str | os.PathLike, timeout: float | None = None):
         self.path = Path(directory) / ".lock"
+        self.timeout = timeout if timeout is not None else lease_timeout()
         self.held = False
+        self.lost = False  # set by the heartbeat if another process took the lease over
+        self._token = ""
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
-    def _holder(self) -> tuple[str, int] | None:
+    # --- reading --------------------------------------------------------------------------------
+    def _read(self) -> tuple[Holder | None, str | None]:
+        """(holder, raw text); holder None when the file is missing or not (yet) readable."""
         try:
-            host, pid = self.path.read_text().split()
-            return host, int(pid)
+            text = self.path.read_text()
+        except OSError:
+            return None, None
+        try:
+            data = json.loads(text)
+            return Holder(data["host"], int(data["pid"]), float(data["heartbeat"]), data["token"]), text
+        except (ValueError, KeyError, TypeError):
+            pass
+        try:  # a lock of the earlier format, "host pid": its file time is its heartbeat
+            host, pid = text.split()
+            return Holder(host, int(pid), self.path.stat().st_mtime, ""), text
         except (OSError, ValueError):
-            return None
+            return None, text
 
-    @staticmethod
-    def _alive(holder: tuple[str, int]) -> bool:
-        """A holder on another host cannot be checked and counts as live."""
-        host, pid = holder
-        return host != socket.gethostname() or _pid_alive(pid)
+    def _stale(self, holder: Holder) -> bool:
+        if holder.host == socket.gethostname() and not _pid_alive(holder.pid):
+            return True
+        return time.time() - holder.heartbeat > self.timeout
 
-    def live_holder(self) -> tuple[str, int] | None:
-        """(host, pid) of the process holding the lock; None when the lock is free, unreadable, or left by a
-        process on this host that is gone."""
-        holder = self._holder()
-        return holder if holder is not None and self._alive(holder) else None
+    def live_holder(self) -> Holder | None:
+        """The process holding a live lease; None when the lease is free, unreadable or stale."""
+        holder, _ = self._read()
+        return holder if holder is not None and not self._stale(holder) else None
+
+    def stale_holder(self) -> Holder | None:
+        """The holder of a lease that has gone stale (its run was interrupted), if any."""
+        holder, _ = self._read()
+        return holder if holder is not None and self._stale(holder) else None
+
+    # --- taking and renewing ------------------------------------------------------------------------
+    def _record(self) -> str:
+        return json.dumps(
+            {"host": socket.gethostname(), "pid": os.getpid(), "heartbeat": time.time(), "token": self._token}
+        )
+
+    def _take_over(self, holder: Holder, text: str) -> None:
+        """Remove a stale lease file, but only if it is still the one found stale."""
+        aside = self.path.with_name(f".lock.stale.{socket.gethostname()}.{os.getpid()}")
+        try:
+            os.rename(self.path, aside)
+        except FileNotFoundError:
+            return  # someone else removed it first
+        if aside.read_text() != text:  # it was renewed or replaced meanwhile: put it back untouched
+            with contextlib.suppress(FileExistsError):
+                os.link(aside, self.path)
+            aside.unlink(missing_ok=True)
+            return
+        aside.unlink(missing_ok=True)
+        print(f"taking over run directory {self.path.parent}: the lease of {holder.describe()} is stale", flush=True)
 
     def acquire(self) -> DirectoryLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        me = f"{socket.gethostname()} {os.getpid()}"
-        for _ in range(3):
+        self._token = uuid.uuid4().hex
+        for _ in range(5):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
-                holder = self._holder()
+                holder, text = self._read()
                 if holder is None:
-                    # Being written right now, or a crash between create and write: treat as stale
-                    # only if it stays unreadable.
+                    # Being written right now, or a crash between create and write: stale only if it stays so.
                     time.sleep(0.2)
-                    if self._holder() is None:
+                    if self._read()[0] is None:
                         self.path.unlink(missing_ok=True)
                     continue
-                if not self._alive(holder):
-                    self.path.unlink(missing_ok=True)  # stale: its process is gone
+                if self._stale(holder):
+                    self._take_over(holder, text)
                     continue
-                host, pid = holder
                 raise RunLockedError(
-                    f"run directory {self.path.parent} is in use by pid {pid} on host {host}; "
-                    f"wait for it, or delete {self.path} if that process is gone"
+                    f"run directory {self.path.parent} is in use by {holder.describe()}; wait for it, or "
+                    f"delete {self.path} if that process is gone (a lease without heartbeat for "
+                    f"{self.timeout:.0f} s is taken over by itself)"
                 ) from None
             with os.fdopen(fd, "w") as handle:
-                handle.write(me)
-            self.held = True
+                handle.write(self._record())
+            self.held, self.lost = True, False
+            self._start_heartbeat()
             return self
         raise RunLockedError(f"could not lock run directory {self.path.parent}")
 
+    def _start_heartbeat(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._beat, name=f"lease {self.path.parent.name}", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        interval = max(0.05, self.timeout / 6)
+        while not self._stop.wait(interval):
+            if not self.renew():
+                from lth.stopping import request_stop
+
+                request_stop("lease lost")  # the loop stops at its next step; its writes are refused
+                return
+
+    def renew(self) -> bool:
+        """Refresh the heartbeat; False (and `lost`) if the lease is no longer this process's."""
+        holder, _ = self._read()
+        if holder is None or holder.token != self._token:
+            self.lost = True
+            return False
+        with contextlib.suppress(OSError):  # a full or flaky disk: the next beat tries again
+            atomic_write_text(self.path, self._record())
+        return True
+
     def release(self) -> None:
-        if self.held:
+        if not self.held:
+            return
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        holder, _ = self._read()
+        if holder is not None and holder.token == self._token:
             self.path.unlink(missing_ok=True)
-            self.held = False
+        self.held = False
 
     def __enter__(self) -> DirectoryLock:
         return self.acquire()

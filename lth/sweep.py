@@ -15,8 +15,10 @@ import contextlib
 import importlib.util
 import os
 import shlex
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -25,6 +27,7 @@ from tqdm.auto import tqdm
 
 from lth.errors import UserError
 from lth.results import is_finished
+from lth.stopping import EXIT_RESUME_LATER, STOP_SIGNALS
 
 ARRAY_INDEX_VARIABLES = ("LSB_JOBINDEX", "SLURM_ARRAY_TASK_ID")
 
@@ -112,13 +115,20 @@ def check_lines(script_module: ModuleType, config: Path, lines: list[ConfigLine]
 
 
 def array_index() -> int | None:
+    """The 1-based line this array task runs, or None outside an array job. LSF sets LSB_JOBINDEX=0 for a
+    job that is not an array: then every line runs, and the sweep says so."""
     for variable in ARRAY_INDEX_VARIABLES:
         value = os.environ.get(variable)
-        if value not in (None, "", "0"):
-            try:
-                return int(value)
-            except ValueError:
-                raise UserError(f"${variable}={value!r} is not an array index") from None
+        if value in (None, ""):
+            continue
+        try:
+            index = int(value)
+        except ValueError:
+            raise UserError(f"${variable}={value!r} is not an array index") from None
+        if index == 0:
+            print(f"${variable}=0: not an array job; running every unfinished line", flush=True)
+            return None
+        return index
     return None
 
 
@@ -130,9 +140,64 @@ def select_line(lines: list[ConfigLine], index: int, config: Path) -> ConfigLine
     return lines[index - 1]
 
 
-def run_line(script: Path, line: ConfigLine) -> int:
-    """Run one config line as its own process (a crash in one run never takes the sweep down)."""
-    return subprocess.call([sys.executable, "-u", str(script), *line.argv], cwd=script.parent)
+def start_line(script: Path, line: ConfigLine) -> subprocess.Popen:
+    """Run one config line as its own process (a crash in one run never takes the sweep down). It gets a
+    session of its own, so a signal reaches it once: forwarded by the sweep, not also from the terminal."""
+    return subprocess.Popen([sys.executable, "-u", str(script), *line.argv], cwd=script.parent, start_new_session=True)
+
+
+def run_lines(script: Path, todo: list[tuple[ConfigLine, Path]], config: Path, parallel: int = 1) -> int:
+    """Run the lines, `parallel` at a time, each holding its own run's lease. A stop signal is forwarded to
+    every running line; the sweep then starts no more and returns EXIT_RESUME_LATER."""
+    from lth.cluster import run_status
+
+    running: dict[subprocess.Popen, ConfigLine] = {}
+    failures = 0
+    stopped = False
+
+    def forward(signum, frame) -> None:
+        nonlocal stopped
+        stopped = True
+        for child in running:
+            with contextlib.suppress(ProcessLookupError):
+                child.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in STOP_SIGNALS}
+    queue = list(todo)
+    bar = tqdm(total=len(todo), desc=f"sweep {config.name}", unit="run", disable=len(todo) < 2)
+    try:
+        while queue or running:
+            while queue and len(running) < parallel and not stopped:
+                line, directory = queue.pop(0)
+                state = run_status(directory)
+                if state.startswith("running") or is_finished(directory):
+                    print(f"line {line.number}: {state.replace('running', 'running elsewhere')}; skipping", flush=True)
+                    bar.update(1)
+                    continue
+                print(f"line {line.number}: {script.name} {line.text}", flush=True)
+                running[start_line(script, line)] = line
+            if stopped and not running:
+                break
+            if not running:
+                continue
+            for child in [c for c in running if c.poll() is not None]:
+                line = running.pop(child)
+                bar.update(1)
+                if child.returncode == EXIT_RESUME_LATER:
+                    stopped = True
+                    print(f"line {line.number} stopped with its progress saved; resume later", flush=True)
+                elif child.returncode != 0:
+                    failures += 1
+                    print(f"line {line.number} failed with exit status {child.returncode}", file=sys.stderr)
+            time.sleep(0.2)
+    finally:
+        bar.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if stopped:
+        print(f"sweep stopped on request; {len(queue)} line(s) not started; run it again to resume", flush=True)
+        return EXIT_RESUME_LATER
+    return 1 if failures else 0
 
 
 def sweep(
@@ -141,9 +206,10 @@ def sweep(
     dry_run: bool = False,
     submit_to: str | None = None,
     yes: bool = False,
+    parallel: int = 1,
 ) -> int:
     """Run the config file's unfinished lines (or, inside an array job, the line of its index)."""
-    from lth.cluster import run_status, submit
+    from lth.cluster import submit
 
     config, script = Path(config), Path(script)
     lines = read_config(config)
@@ -156,7 +222,6 @@ def sweep(
     todo = list(zip(lines, directories, strict=True))
     if index is not None:
         todo = [todo[lines.index(select_line(lines, index, config))]]
-    failures = 0
     pending = [(line, d) for line, d in todo if not is_finished(d)]
     for line, d in todo:
         if is_finished(d):
@@ -165,14 +230,4 @@ def sweep(
         for line, _ in pending:
             print(f"would run line {line.number}: {script.name} {line.text}")
         return 0
-    for line, directory in tqdm(pending, desc=f"sweep {config.name}", unit="run", disable=len(pending) < 2):
-        state = run_status(directory)
-        if state.startswith("running") or is_finished(directory):
-            print(f"line {line.number}: {state.replace('running', 'running elsewhere')}; skipping", flush=True)
-            continue
-        print(f"line {line.number}: {script.name} {line.text}", flush=True)
-        code = run_line(script, line)
-        if code != 0:
-            failures += 1
-            print(f"line {line.number} failed with exit status {code}", file=sys.stderr)
-    return 1 if failures else 0
+    return run_lines(script, pending, config, parallel)

@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from lth.stopping import StopRequested, stop_requested
+
 Batch = Any
 StepLoss = Callable[[nn.Module, Batch], torch.Tensor]
 Evaluate = Callable[[nn.Module], dict[str, float]]
@@ -167,6 +169,10 @@ def train_round(
                 and (resume is None or iteration != resume["iteration"])
             ):
                 checkpoint()
+            signal_name = stop_requested()
+            if signal_name is not None:  # a step boundary: save the round so far, then stop
+                checkpoint()
+                raise StopRequested(signal_name, f"at iteration {iteration}; its progress is saved")
             if on_iteration is not None:
                 on_iteration(iteration)
             if lr_at is not None:
