@@ -11,11 +11,11 @@ rates, augmentation, ...) read from the identity columns of rounds.csv; conditio
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pandas as pd
 
+from lth.arguments import ArgumentParser
 from lth.errors import user_facing
 from lth.plotting import (
     condition_groups,
@@ -58,8 +58,10 @@ def plot_results(results_dir: str | os.PathLike, figures_dir: str | os.PathLike 
 
 @user_facing
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    for figure in plot_results(argv[0] if argv else Path(__file__).resolve().parent / "results"):
+    parser = ArgumentParser(prog="CNN/plotter.py", description=__doc__.splitlines()[0])
+    parser.add_argument("results_dir", nargs="?", default=str(Path(__file__).resolve().parent / "results"))
+    args = parser.parse_args(argv)
+    for figure in plot_results(args.results_dir):
         print(f"figure: {figure}")
 
 

@@ -64,7 +64,7 @@ class TrainingSettings(Settings):
     weight_decay: float = setting(1e-4, "SGD weight decay, >= 0", parse=non_negative_float, aliases=[Alias("--wd")])
     milestones: tuple[int, ...] | None = setting(
         None,
-        "iterations at which the lr drops by --gamma (default: 50%% and 75%% of training)",
+        "iterations at which the lr drops by --gamma (default: 50% and 75% of training)",
         parse=non_negative_int,
         nargs="+",
     )

@@ -1,6 +1,6 @@
 """IMP with the controls on a model of your own: a small CNN (not one of the four families) on scikit-learn's
 bundled 8x8 digits, winning ticket vs random re-initialisation, with the toolkit's run directories, CSVs,
-resume and figure. Offline, about a minute on a CPU.
+resume and figure. Offline, about 15 seconds on an idle CPU core.
 
     python examples/own_model.py [--output_dir runs/own-model] [--rounds 4] [--train_iterations 300]
 """

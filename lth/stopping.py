@@ -26,6 +26,16 @@ class StopRequested(Exception):
         self.signal_name = signal_name
 
 
+class EvaluationInterrupted(Exception):
+    """An evaluation stopped between its batches by a stop request (the loop then saves and stops)."""
+
+
+def check_during_evaluation() -> None:
+    """Called between evaluation batches: a long evaluation need not finish before a run stops."""
+    if _requested is not None:
+        raise EvaluationInterrupted
+
+
 def stop_requested() -> str | None:
     """The name of the signal that asked to stop, or None."""
     return _requested

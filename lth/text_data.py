@@ -29,6 +29,7 @@ from torch import nn
 from lth.datasets import resolve_data_root
 from lth.errors import UserError
 from lth.rewinding import derived_seed
+from lth.stopping import check_during_evaluation
 from lth.training import autocast_for
 
 
@@ -291,6 +292,7 @@ def evaluate_text(
     predictions = torch.empty(len(data), dtype=torch.long, device=device)
     with autocast_for(device):
         for index in order.split(batch_size):
+            check_during_evaluation()
             batch = data.batch(index)
             logits = sequence_logits(model, batch)
             loss_sum += F.cross_entropy(logits, batch["labels"], reduction="sum")

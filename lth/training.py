@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from lth.stopping import StopRequested, stop_requested
+from lth.stopping import EvaluationInterrupted, StopRequested, check_during_evaluation, stop_requested
 
 Batch = Any
 StepLoss = Callable[[nn.Module, Batch], torch.Tensor]
@@ -60,6 +60,7 @@ def evaluate_classifier(
     correct = torch.zeros((), device=x.device, dtype=torch.long)
     with autocast_for(x.device):
         for start in range(0, len(x), batch_size):
+            check_during_evaluation()
             logits = model(x[start : start + batch_size]).float()
             target = y[start : start + batch_size]
             loss_sum += F.cross_entropy(logits, target, reduction="sum")
@@ -125,7 +126,12 @@ def train_round(
     def record(at: int) -> None:
         nonlocal loss_sum, loss_count
         row = {"iteration": at, "train_loss": (loss_sum.item() / loss_count) if loss_count else float("nan")}
-        row.update(evaluate(model))
+        try:
+            row.update(evaluate(model))
+        except EvaluationInterrupted:  # saved without this evaluation: a resumed run evaluates here again
+            model.train()
+            checkpoint()
+            raise StopRequested(stop_requested(), f"at iteration {at}; its progress is saved") from None
         curve.append(row)
         loss_sum, loss_count = torch.zeros((), device=device), 0
 

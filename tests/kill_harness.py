@@ -51,3 +51,23 @@ def kill_repeatedly(target: Callable[[], None], kills: int, seed: int, span: flo
             assert child.exitcode == 0, f"a life exited with {child.exitcode}"
     run_once(target)
     return killed
+
+
+def stop_gracefully(
+    target: Callable[[], None], ready: Callable[[], bool], sig: int = signal.SIGTERM
+) -> tuple[int, float]:
+    """Start `target` in a child, send `sig` once `ready()` holds (e.g. round 1 has started), and wait for the
+    child to stop by itself. Returns (exit code, seconds from the signal to the exit)."""
+    context = multiprocessing.get_context("fork")
+    child = context.Process(target=_life, args=(target,))
+    child.start()
+    deadline = time.monotonic() + 120
+    while not ready():
+        assert child.is_alive(), f"the run ended (exit {child.exitcode}) before the signal could be sent"
+        assert time.monotonic() < deadline, "the run never became ready for the signal"
+        time.sleep(0.02)
+    sent = time.perf_counter()
+    os.kill(child.pid, sig)
+    child.join(60)
+    assert not child.is_alive(), "the run did not stop within 60 s of the signal"
+    return child.exitcode, time.perf_counter() - sent

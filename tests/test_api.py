@@ -46,4 +46,3 @@ def test_example_runs_imp_with_controls_on_its_own_model(tmp_path, capsys):
     assert before == {p: p.read_bytes() for p in tmp_path.rglob("rounds.csv")}
     assert "nothing to do" in capsys.readouterr().out
     assert pd.api.types.is_numeric_dtype(rounds["test_accuracy_final"]) and rounds["test_accuracy_final"].min() > 50
-

@@ -1,0 +1,219 @@
+"""Runs that survive a cluster: a stop signal checkpoints at the next step and exits 'resume later'; leases of
+dead or frozen holders (any host) are taken over; a live lease is refused before any data loads."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import socket
+import time
+
+import pytest
+from conftest import family_module, require_data, tiny_mnist
+from imp_fixtures import FixtureSettings, csv_without_wall_time
+from kill_harness import run_once, stop_gracefully
+from test_resume_kill import random_cifar
+
+from lth.errors import RunLockedError
+from lth.results import RunDirectory
+from lth.stopping import EXIT_RESUME_LATER
+from lth.storage import DirectoryLock, load_checkpoint
+
+
+def assert_same_results(reference_root, resumed_root) -> None:
+    (reference,) = {p.parent for p in reference_root.rglob("rounds.csv")}
+    resumed = resumed_root / reference.relative_to(reference_root)
+    assert csv_without_wall_time(resumed / "rounds.csv") == csv_without_wall_time(reference / "rounds.csv")
+    assert (resumed / "curve.csv").read_bytes() == (reference / "curve.csv").read_bytes()
+
+
+def round_one_started(root, after: float = 0.7):
+    """Round 0 is saved (state.pt) and round 1 has been training for `after` seconds."""
+    seen = []
+
+    def ready() -> bool:
+        if not seen and any(load_checkpoint(p).get("next_round", 0) >= 1 for p in root.rglob("state.pt")):
+            seen.append(time.monotonic())
+        return bool(seen) and time.monotonic() - seen[0] > after
+
+    return ready
+
+
+def stop_then_resume(command, tmp_path, sig=signal.SIGTERM, after: float = 0.7) -> None:
+    """Uninterrupted reference; then a run stopped by `sig` in round 1 and started again: identical CSVs."""
+    run_once(command(tmp_path / "reference"))
+    stopped = tmp_path / "stopped"
+    code, seconds = stop_gracefully(command(stopped), round_one_started(stopped, after), sig)
+    assert code == EXIT_RESUME_LATER, f"exit status {code}"
+    assert seconds < 10, f"took {seconds:.1f} s to stop"
+    (progress,) = stopped.rglob("progress.pt")  # --checkpoint_every 0: only the stop saved progress
+    saved = load_checkpoint(progress)
+    assert saved["round"] == 1, "stopped inside round 1, its steps so far saved"
+    assert not list(stopped.rglob(".lock")), "the lease was released"
+    run_once(command(stopped))
+    assert_same_results(tmp_path / "reference", stopped)
+
+
+def lenet_command(tmp_path, *extra):
+    source = require_data("MNIST/raw")
+    if not (tmp_path / "data").exists():
+        tiny_mnist(tmp_path / "data", source)
+    main = family_module("Lenet-300-100", "main")
+
+    def command(output):
+        argv = ["--iterations", "1500", "--eval_every", "500", "--rounds", "1", "--checkpoint_every", "0",
+                "--data_dir", str(tmp_path / "data"), "--output_dir", str(output), "--quiet", "--device", "cpu",
+                *extra]  # fmt: skip
+        return lambda: main.main(argv)
+
+    return command
+
+
+def test_lenet_sigterm_mid_round_stops_and_resumes_identically(tmp_path):
+    stop_then_resume(lenet_command(tmp_path), tmp_path)
+
+
+@pytest.mark.slow
+def test_lenet_sigusr1_is_the_cluster_warning_signal(tmp_path):
+    stop_then_resume(lenet_command(tmp_path, "--random_reinit"), tmp_path, signal.SIGUSR1)
+
+
+@pytest.mark.slow
+def test_cnn_sigterm_mid_round_stops_and_resumes_identically(tmp_path):
+    random_cifar(tmp_path / "data")
+    main = family_module("CNN", "main")
+
+    def command(output):
+        argv = ["--arch", "Conv-2", "--iterations", "40", "--eval_every", "40", "--batch_size", "8",
+                "--prune_iterations", "1", "--checkpoint_every", "0", "--eval_batch_size", "500",
+                "--data_dir", str(tmp_path / "data"), "--output_dir", str(output), "--quiet", "--device", "cpu"]  # fmt: skip
+        return lambda: main.main(argv)
+
+    stop_then_resume(command, tmp_path)
+
+
+@pytest.mark.slow
+def test_vgg_sigterm_mid_round_stops_and_resumes_identically(tmp_path):
+    random_cifar(tmp_path / "data")
+    main = family_module("VGG", "main")
+
+    def command(output):
+        argv = ["--width", "0.0625", "--train_iterations", "60", "--eval_every", "60", "--rounds", "1",
+                "--checkpoint_every", "0", "--rewind_iteration", "3", "--dense_dir", "none", "--batch_size", "16",
+                "--data_dir", str(tmp_path / "data"), "--output_dir", str(output), "--quiet", "--device", "cpu"]  # fmt: skip
+        return lambda: main.main(argv)
+
+    stop_then_resume(command, tmp_path)
+
+
+@pytest.mark.slow
+def test_bert_sigterm_mid_round_stops_and_resumes_identically(tmp_path):
+    from test_bert_support import bert_modules, load_bert_script, make_tiny_glue, make_tiny_model, tiny_lth_argv
+
+    model = make_tiny_model(tmp_path / "model")
+    data = make_tiny_glue(tmp_path / "data")
+    script = load_bert_script("lottery_ticket_bert")
+
+    def command(output):
+        def run():
+            with bert_modules():
+                script.main(
+                    tiny_lth_argv(model, data, output, "--sparsity", "0.2", "--checkpoint_every", "0", "--epochs", "12")
+                )
+
+        return run
+
+    stop_then_resume(command, tmp_path, after=0.05)
+
+
+# --- leases -------------------------------------------------------------------------------------------
+def other_host_lease(run_dir, age: float) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record = {"host": "node-elsewhere", "pid": 4242, "heartbeat": time.time() - age, "token": "theirs"}
+    (run_dir / ".lock").write_text(json.dumps(record))
+
+
+def test_stale_lease_of_another_host_is_taken_over_and_the_run_resumes_identically(tmp_path, capsys):
+    command = lenet_command(tmp_path)
+    run_once(command(tmp_path / "reference"))
+    stopped = tmp_path / "stopped"
+    code, _ = stop_gracefully(command(stopped), round_one_started(stopped))
+    assert code == EXIT_RESUME_LATER
+    (run_dir,) = {p.parent for p in stopped.rglob("settings.json")}
+    other_host_lease(run_dir, age=3600)  # its node died an hour ago
+    from lth.cluster import run_status
+
+    assert run_status(run_dir).startswith("interrupted (stale lease of host node-elsewhere")
+    command(stopped)()
+    assert "taking over run directory" in capsys.readouterr().out
+    assert_same_results(tmp_path / "reference", stopped)
+
+
+def test_fresh_lease_of_another_host_is_refused_before_any_data_loads(tmp_path, capsys):
+    main = family_module("Lenet-300-100", "main")
+    argv = ["--output_dir", str(tmp_path / "runs"), "--data_dir", str(tmp_path / "no-data-here")]
+    run_dir = main.run_directory(main.parse_args(argv))
+    other_host_lease(run_dir, age=5)
+    started = time.perf_counter()
+    with pytest.raises(SystemExit) as stop:
+        main.main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(err) == 1
+    assert "in use by pid 4242 on host node-elsewhere" in err[0], "the lease is checked before the (missing) data"
+    assert time.perf_counter() - started < 2.0
+
+
+def test_a_new_run_with_missing_data_leaves_no_directory(tmp_path, capsys):
+    main = family_module("Lenet-300-100", "main")
+    with pytest.raises(SystemExit):
+        main.main(["--output_dir", str(tmp_path / "runs"), "--data_dir", str(tmp_path / "no-data-here")])
+    assert "MNIST" in capsys.readouterr().err
+    assert list((tmp_path / "runs").iterdir()) == []
+
+
+def test_a_heartbeat_keeps_a_lease_alive_past_its_timeout(tmp_path):
+    lease = DirectoryLock(tmp_path, timeout=0.6).acquire()
+    time.sleep(1.5)  # several timeouts: only the heartbeat keeps it fresh
+    with pytest.raises(RunLockedError, match=f"pid {os.getpid()}"):
+        DirectoryLock(tmp_path, timeout=0.6).acquire()
+    lease.release()
+    DirectoryLock(tmp_path, timeout=0.6).acquire().release()
+
+
+def _race(directory, barrier, results) -> None:
+    barrier.wait()
+    try:
+        lease = DirectoryLock(directory).acquire()
+        results.put(os.getpid())
+        time.sleep(1.0)  # hold it while the others try
+        lease.release()
+    except RunLockedError:
+        results.put(None)
+
+
+@pytest.mark.parametrize("stale", [False, True])
+def test_processes_racing_for_one_directory_leave_exactly_one_writer(tmp_path, stale):
+    if stale:
+        other_host_lease(tmp_path, age=3600)
+    context = multiprocessing.get_context("fork")
+    barrier, results = context.Barrier(6), context.Queue()
+    workers = [context.Process(target=_race, args=(tmp_path, barrier, results)) for _ in range(6)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(30)
+    winners = [pid for pid in (results.get(timeout=5) for _ in workers) if pid is not None]
+    assert len(winners) == 1
+
+
+def test_a_lease_lost_to_another_process_refuses_further_writes(tmp_path):
+    run = RunDirectory(tmp_path, FixtureSettings()).open()
+    record = json.loads(run.lock.path.read_text())
+    run.lock.path.write_text(json.dumps({**record, "host": socket.gethostname(), "token": "someone else"}))
+    assert not run.lock.renew() and run.lock.lost
+    with pytest.raises(RunLockedError, match="taken over"):
+        run.save_state({"next_round": 0})
+    run.close()
+    assert run.lock.path.exists(), "the other process's lease is left alone"
