@@ -27,6 +27,7 @@ def load_task_data(
     seed: int = 0,
     device: str = "cpu",
     draw_purpose: int = 0,
+    size_flag: str = "--subset",
 ) -> TaskData:
     """`train_size` examples drawn with the seed (all when None); the dev split always whole.
 
@@ -34,7 +35,7 @@ def load_task_data(
     """
     spec = glue_task(task)
     splits = load_glue(task, data_dir)
-    train = seeded_subset(splits["train"], train_size, derived_seed(seed, 11, draw_purpose))
+    train = seeded_subset(splits["train"], train_size, derived_seed(seed, 11, draw_purpose), size_flag)
     return TaskData(
         spec, encode(train, tokenizer, max_length, device), encode(splits["dev"], tokenizer, max_length, device)
     )

@@ -103,7 +103,15 @@ def fine_tune(args: FewShotSettings, ticket: Ticket, device: str) -> dict:
     seed_everything(args.seed)
     tokenizer = load_tokenizer(base)
     data = load_task_data(
-        args.target, tokenizer, args.data_dir, args.max_length, args.fewshot_size, args.seed, device, draw_purpose=1
+        args.target,
+        tokenizer,
+        args.data_dir,
+        args.max_length,
+        args.fewshot_size,
+        args.seed,
+        device,
+        draw_purpose=1,
+        size_flag="--fewshot_size",
     )
     torch.manual_seed(args.seed)  # the fresh head is a function of the seed alone
     model = classifier_factory(base)()

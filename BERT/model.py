@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from lth.environment import offline_model_path
+from lth.environment import hub_offline, offline_model_path
 from lth.errors import UserError
 
 DEFAULT_MODEL = "bert-base-uncased"
@@ -44,7 +44,7 @@ def load_tokenizer(name_or_path: str):
 
     quiet_transformers()
     try:
-        return AutoTokenizer.from_pretrained(resolve_model(name_or_path))
+        return AutoTokenizer.from_pretrained(resolve_model(name_or_path), local_files_only=hub_offline())
     except (OSError, ValueError) as error:
         raise UserError(
             f"--model_name_or_path {name_or_path}: no tokenizer could be loaded ({_first_line(error)})"
@@ -58,7 +58,9 @@ def sequence_classifier(name_or_path: str, num_labels: int = NUM_LABELS) -> nn.M
 
     quiet_transformers()
     try:
-        return AutoModelForSequenceClassification.from_pretrained(resolve_model(name_or_path), num_labels=num_labels)
+        return AutoModelForSequenceClassification.from_pretrained(
+            resolve_model(name_or_path), num_labels=num_labels, local_files_only=hub_offline()
+        )
     except (OSError, ValueError) as error:
         raise UserError(
             f"--model_name_or_path {name_or_path}: cannot be loaded ({_first_line(error)}); offline, use a local folder or 'minilm'"

@@ -13,6 +13,9 @@
 #BSUB -R "span[hosts=1]"
 #BSUB -R "rusage[mem=32G]"
 #BSUB -W 12:00
+#BSUB -wa USR1
+#BSUB -wt 5
+#BSUB -r
 #BSUB -o outputs/fewshot_%J_%I.out
 #BSUB -e outputs/fewshot_%J_%I.err
 #SBATCH --job-name=fewshot_transfer
@@ -21,6 +24,8 @@
 #SBATCH --cpus-per-task=4
 #SBATCH --mem=32G
 #SBATCH --time=12:00:00
+#SBATCH --signal=B:USR1@300
+#SBATCH --requeue
 #SBATCH --output=outputs/fewshot_%A_%a.out
 #SBATCH --error=outputs/fewshot_%A_%a.err
 set -euo pipefail

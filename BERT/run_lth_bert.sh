@@ -9,6 +9,9 @@
 #BSUB -R "span[hosts=1]"
 #BSUB -R "rusage[mem=32G]"
 #BSUB -W 24:00
+#BSUB -wa USR1
+#BSUB -wt 5
+#BSUB -r
 #BSUB -o outputs/bert_lth_%J_%I.out
 #BSUB -e outputs/bert_lth_%J_%I.err
 #SBATCH --job-name=bert_lth
@@ -17,6 +20,8 @@
 #SBATCH --cpus-per-task=4
 #SBATCH --mem=32G
 #SBATCH --time=24:00:00
+#SBATCH --signal=B:USR1@300
+#SBATCH --requeue
 #SBATCH --output=outputs/bert_lth_%A_%a.out
 #SBATCH --error=outputs/bert_lth_%A_%a.err
 set -euo pipefail

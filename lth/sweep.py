@@ -154,10 +154,12 @@ def run_lines(script: Path, todo: list[tuple[ConfigLine, Path]], config: Path, p
     running: dict[subprocess.Popen, ConfigLine] = {}
     failures = 0
     stopped = False
+    signals: list[int] = []
 
     def forward(signum, frame) -> None:
         nonlocal stopped
         stopped = True
+        signals.append(signum)
         for child in running:
             with contextlib.suppress(ProcessLookupError):
                 child.send_signal(signum)
@@ -196,6 +198,10 @@ def run_lines(script: Path, todo: list[tuple[ConfigLine, Path]], config: Path, p
             signal.signal(sig, handler)
     if stopped:
         print(f"sweep stopped on request; {len(queue)} line(s) not started; run it again to resume", flush=True)
+        if signal.SIGUSR1 in signals:  # the cluster's time-limit warning: come back in a new allocation
+            from lth.cluster import requeue_self
+
+            requeue_self()
         return EXIT_RESUME_LATER
     return 1 if failures else 0
 

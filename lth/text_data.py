@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lth.datasets import resolve_data_root
+from lth.environment import hub_offline
 from lth.errors import UserError
 from lth.rewinding import derived_seed
 from lth.stopping import check_during_evaluation
@@ -108,10 +108,6 @@ def read_glue_tsv(path: Path, task: GlueTask) -> TextSplit:
     return TextSplit(texts, labels, str(path))
 
 
-def _offline() -> bool:
-    return any(os.environ.get(v, "") not in ("", "0") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
-
-
 def _load_from_hub(task: GlueTask) -> dict[str, TextSplit]:
     from datasets import load_dataset
 
@@ -135,7 +131,7 @@ def load_glue(task_name: str, data_dir: str | None = None) -> dict[str, TextSpli
         return {split: read_glue_tsv(path, task) for split, path in paths.items()}
     absent = ", ".join(str(p) for p in paths.values() if not p.is_file())
     how = f"put GLUE's {task.folder} train.tsv and dev.tsv there, or point --data_dir / $LTH_DATA_DIR at a data root holding them"
-    if _offline():
+    if hub_offline():
         raise UserError(f"GLUE {task.name} not found offline (looked for {absent}); {how}")
     try:
         return _load_from_hub(task)
@@ -145,9 +141,12 @@ def load_glue(task_name: str, data_dir: str | None = None) -> dict[str, TextSpli
         ) from None
 
 
-def seeded_subset(split: TextSplit, size: int | None, seed: int) -> TextSplit:
-    """A seeded random draw of `size` examples (not the first rows); all of them when size is None or too big."""
-    if size is None or size >= len(split):
+def seeded_subset(split: TextSplit, size: int | None, seed: int, flag: str = "--subset") -> TextSplit:
+    """A seeded random draw of `size` examples (not the first rows); all of them when size is None. A size
+    above the split's is refused (silently training on the whole split would misreport the run)."""
+    if size is not None and size > len(split):
+        raise UserError(f"{flag} {size} is larger than the {len(split):,} examples of {split.source}")
+    if size is None or size == len(split):
         return split
     generator = torch.Generator().manual_seed(seed)
     chosen = torch.randperm(len(split), generator=generator)[:size].tolist()
