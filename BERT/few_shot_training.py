@@ -132,6 +132,7 @@ def fine_tune(args: FewShotSettings, ticket: Ticket, device: str) -> dict:
         enforce_mask=mask.enforcer(model) if args.finetune == "full" else (lambda: None),
         lr_at=linear_schedule(args.lr, iterations),
         description=f"few-shot {args.target} {args.finetune}",
+        progress=not args.quiet,
         device=device,
     )
     params = dict(model.named_parameters())

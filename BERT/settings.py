@@ -14,6 +14,7 @@ from lth.arguments import fraction, non_negative_float, non_negative_int, positi
 from lth.errors import UserError
 from lth.settings import (
     Alias,
+    ReportingSettings,
     Settings,
     batch_size_setting,
     checkpoint_every_setting,
@@ -41,7 +42,7 @@ def percent(value: float) -> int:
 
 
 @dataclass
-class LotterySettings(Settings):
+class LotterySettings(ReportingSettings):
     PROG = "BERT/lottery_ticket_bert.py"
     DESCRIPTION = (
         "Lottery tickets in pre-trained BERT (Chen et al., NeurIPS 2020): global IMP over the encoder's linear "
@@ -170,6 +171,7 @@ class FewShotSettings(Settings):
         str(HERE / "results" / "fewshot"), "run directories and transfer.csv", aliases=[Alias("--save_dir")]
     )
     device: str = device_setting()
+    quiet: bool = quiet_setting()
 
     def resolve(self) -> None:
         if self.checkpoint is None:

@@ -15,7 +15,7 @@ from lth.settings import (
     INPUT,
     OPERATIONAL,
     Alias,
-    Settings,
+    ReportingSettings,
     batch_size_setting,
     checkpoint_every_setting,
     data_dir_setting,
@@ -47,7 +47,7 @@ def _per_arch(values: dict) -> str:
 
 
 @dataclass
-class ConvSettings(Settings):
+class ConvSettings(ReportingSettings):
     PROG = "CNN/main.py"
     DESCRIPTION = "Conv-2/4/6 on CIFAR-10: layer-wise IMP, winning ticket vs random re-init (or random pruning)."
     NAME_FIELDS = ("arch", "run_type", "dropout_rate", "lr", "train_iterations", "seed")

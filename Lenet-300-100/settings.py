@@ -11,7 +11,7 @@ from lth.errors import UserError
 from lth.settings import (
     OPERATIONAL,
     Alias,
-    Settings,
+    ReportingSettings,
     batch_size_setting,
     checkpoint_every_setting,
     data_dir_setting,
@@ -36,7 +36,7 @@ FIRST_SEED = 42  # the earlier study's trials: seed = 42 + trial
 
 
 @dataclass
-class LenetSettings(Settings):
+class LenetSettings(ReportingSettings):
     PROG = "Lenet-300-100/main.py"
     DESCRIPTION = "LeNet-300-100 on MNIST: iterative or one-shot IMP, winning ticket vs controls, one run per call."
     NAME_FIELDS = ("imp_mode", "run_type", "seed")

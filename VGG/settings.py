@@ -20,7 +20,7 @@ from lth.settings import (
     NO_CHANGE,
     OPERATIONAL,
     Alias,
-    Settings,
+    ReportingSettings,
     batch_size_setting,
     checkpoint_every_setting,
     data_dir_setting,
@@ -44,7 +44,7 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
 @dataclass
-class TrainingSettings(Settings):
+class TrainingSettings(ReportingSettings):
     """SGD with momentum 0.9, weight decay 1e-4, batch 64, lr 0.1 dropped 10x at 50% and 75% of training."""
 
     NAME_FIELDS = ("width", "seed")

@@ -25,7 +25,7 @@ from lth.experiment import configure_threads, seed_everything
 from lth.imp import IMPRecipe, IMPSettings, run_imp
 from lth.results import RunDirectory
 from lth.settings import (
-    Settings,
+    ReportingSettings,
     checkpoint_every_setting,
     device_setting,
     eval_every_setting,
@@ -44,7 +44,7 @@ from lth.training import RoundSchedule, classification_loss
 
 
 @dataclass
-class StudySettings(Settings):
+class StudySettings(ReportingSettings):
     """The settings every IMP run has; subclass it to add your own (model width, learning rate, ...)."""
 
     PROG = "lth-study"

@@ -76,7 +76,8 @@ def summarize(results_dir: str, value: str) -> None:
     """Print the summary; settings the same for every run are printed once above the table, not in every row."""
     import pandas as pd
 
-    from lth.results import condition_columns
+    from lth.plotting import load_rounds
+    from lth.results import COST_COLUMNS, condition_columns
 
     stats = summary_table(results_dir, value)
     constant = [c for c in condition_columns(stats.columns) if stats[c].astype(str).nunique() == 1]
@@ -84,7 +85,12 @@ def summarize(results_dir: str, value: str) -> None:
         print(f"{column}: {stats[column].iloc[0]}")
     stats = stats.drop(columns=constant)
     with pd.option_context("display.max_rows", 1000, "display.width", 200, "display.max_columns", 50):
-        print(stats.round(3).to_string(index=False))
+        print(stats.round(6).to_string(index=False))
+    if value in COST_COLUMNS:  # what the whole study cost: every round of every run, resumed pieces included
+        rounds = load_rounds(results_dir)
+        print(
+            f"total {value} over {rounds['run'].nunique()} runs: {pd.to_numeric(rounds[value], errors='coerce').sum():.6g}"
+        )
 
 
 def resolve_script(config: str, script: str | None) -> Path:

@@ -23,12 +23,15 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from lth import provenance
+from lth.energy import EnergyMeter, Reading, meter_for
 from lth.masks import Mask
 from lth.pruning import GlobalPruning, LayerwisePruning, magnitude_scores, random_mask_like
 from lth.results import CURVE_COLUMNS, ROUND_COLUMNS, RunDirectory, is_finished
 from lth.rewinding import derived_seed, fresh_initialization, to_cpu
 from lth.settings import IMP_MODES, RUN_TYPES
 from lth.storage import atomic_write_text
+from lth.tracking import NoTracker, tracker_for
 from lth.training import Evaluate, RoundSchedule, StepLoss, classification_loss, early_stop_summary, train_round
 
 
@@ -171,6 +174,9 @@ def run_imp(run: RunDirectory, recipe: IMPRecipe, cfg: IMPSettings, quiet: bool 
     model = recipe.model_factory().to(device)
     if recipe.device != "cpu" and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
+    meter = meter_for(run.settings)
+    provenance.record(run.path, recipe.device)
+    tracker = tracker_for(run.settings, run.path)
 
     rounds_bar = tqdm(
         total=cfg.rounds + 1,
@@ -180,18 +186,29 @@ def run_imp(run: RunDirectory, recipe: IMPRecipe, cfg: IMPSettings, quiet: bool 
         dynamic_ncols=True,
         disable=quiet,
     )
-    for round_index in range(state["next_round"], cfg.rounds + 1):
-        row = _run_round(round_index, run, recipe, cfg, state, model, quiet)
-        rounds_bar.update(1)
-        if not quiet:
-            tqdm.write((recipe.describe_row or describe_early_stop_row)(row))
-    rounds_bar.close()
+    try:
+        for round_index in range(state["next_round"], cfg.rounds + 1):
+            row = _run_round(round_index, run, recipe, cfg, state, model, quiet, meter, tracker)
+            rounds_bar.update(1)
+            if not quiet:
+                tqdm.write((recipe.describe_row or describe_early_stop_row)(row))
+    finally:
+        rounds_bar.close()
+        tracker.close()
     atomic_write_text(run.path / "finished", time.strftime("%Y-%m-%dT%H:%M:%S\n"))
     return state["rows"]
 
 
 def _run_round(
-    round_index: int, run: RunDirectory, recipe: IMPRecipe, cfg: IMPSettings, state: dict, model: nn.Module, quiet: bool
+    round_index: int,
+    run: RunDirectory,
+    recipe: IMPRecipe,
+    cfg: IMPSettings,
+    state: dict,
+    model: nn.Module,
+    quiet: bool,
+    meter: EnergyMeter,
+    tracker: NoTracker,
 ) -> dict:
     """Prepare (or resume) one round, train it, and save its row, curve and the run state."""
     device = torch.device(recipe.device)
@@ -216,6 +233,15 @@ def _run_round(
     }
     elapsed_before = progress["elapsed"] if progress else 0.0
     started = time.perf_counter()
+    # Energy and CO2e, like the wall time, add up over the pieces of a resumed round.
+    spent = Reading(progress.get("energy_kwh", 0.0), progress.get("co2_kg", 0.0)) if progress else Reading(0.0, 0.0)
+    meter.start()
+
+    def energy_so_far(final: bool = False) -> Reading:
+        lap = meter.stop() if final else meter.lap()
+        spent.energy_kwh += lap.energy_kwh
+        spent.co2_kg += lap.co2_kg
+        return spent
 
     def capture_rewind(iteration: int) -> None:
         if round_index == 0 and k > 0 and iteration == k:
@@ -232,6 +258,8 @@ def _run_round(
                 "rewind": captured["rewind"],
                 "snapshots": captured["snapshots"],
                 "elapsed": elapsed_before + time.perf_counter() - started,
+                "energy_kwh": energy_so_far().energy_kwh,
+                "co2_kg": spent.co2_kg,
             }
         )
 
@@ -253,6 +281,7 @@ def _run_round(
         resume=progress["loop"] if progress else None,
         on_checkpoint=save_progress,
         on_iteration=capture_rewind,
+        on_evaluation=lambda point: tracker.log_curve(round_index, point),
         description=f"round {round_index}/{cfg.rounds}",
         progress=not quiet,
         device=device,
@@ -266,8 +295,10 @@ def _run_round(
         "arch": recipe.arch,
         "seed": cfg.seed,
         "wall_time_s": elapsed_before + time.perf_counter() - started,
+        **meter.columns(energy_so_far(final=True)),
         **cfg.extra_columns,
     }
+    tracker.log_round(row)
     trained = to_cpu(model.state_dict())
     state["rows"].append(row)
     state["curve"].extend({"round": round_index, **point} for point in curve)

@@ -21,6 +21,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from lth.energy import ENERGY_COLUMNS
 from lth.errors import RunLockedError, UserError
 from lth.settings import Settings
 from lth.storage import (
@@ -62,8 +63,11 @@ MEASURED_COLUMNS = frozenset(
         "iterations",
         "train_examples",
         "dev_examples",
+        *ENERGY_COLUMNS,
     }
 ) - {"run_type", "arch", "seed"}
+# Measured columns that differ between two runs of the same settings (what a run cost, not what it found).
+COST_COLUMNS = ("wall_time_s", "energy_kwh", "co2_kg", "carbon_intensity_g_per_kwh")
 SEED_COLUMNS = frozenset({"seed", "trial"})
 RUN_COLUMN = "run"  # added by the loaders: the run directory's name
 
@@ -84,9 +88,12 @@ def csv_value(value: Any) -> Any:
 
 
 def format_value(value: Any) -> str:
+    """Floats to 6 decimals, and tiny ones (energy in kWh of a short round) to 6 significant digits."""
     if isinstance(value, float):
         if math.isnan(value):
             return "nan"
+        if value != 0 and abs(value) < 1e-3:
+            return repr(float(f"{value:.6g}"))
         return repr(round(value, 6))
     return str(value)
 

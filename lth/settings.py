@@ -147,7 +147,9 @@ class Settings:
     @classmethod
     def build_parser(cls) -> ArgumentParser:
         parser = ArgumentParser(prog=cls.PROG, description=cls.DESCRIPTION, argument_default=argparse.SUPPRESS)
-        for f in cls.declared():
+        reporting = {f.name for f in dataclasses.fields(ReportingSettings)}
+        # The family's own settings first, then what every run reports (energy, tracker).
+        for f in sorted(cls.declared(), key=lambda f: f.name in reporting):
             meta = f.metadata
             renames = [a.flag for a in meta["aliases"] if a.is_rename]
             flags = [f"--{f.name}", *renames]
@@ -374,3 +376,30 @@ def device_setting() -> Any:
 
 def quiet_setting() -> Any:
     return setting(False, "no progress bars or per-round lines", kind=OPERATIONAL)
+
+
+@dataclass
+class ReportingSettings(Settings):
+    """What a run reports beside its results: energy and CO2e per round, and an optional experiment tracker.
+    Never part of a run's identity. Entry scripts' settings derive from this."""
+
+    energy: bool = setting(
+        True,
+        "measure energy and CO2e per round with codecarbon, offline (--no-energy: off; $LTH_ENERGY=off too)",
+        kind=OPERATIONAL,
+    )
+    carbon_region: str | None = setting(
+        None,
+        "ISO 3166 alpha-3 country whose grid carbon intensity prices the energy, e.g. DNK "
+        "(default: the world average, 475 g CO2e/kWh)",
+        kind=OPERATIONAL,
+    )
+    carbon_intensity: float | None = setting(
+        None, "grid carbon intensity in g CO2e/kWh (instead of --carbon_region)", parse=positive_float, kind=OPERATIONAL
+    )
+    report_to: str = setting(
+        "none",
+        "also log the curve and the round rows as the run goes: none, or tensorboard (event files in the run directory)",
+        choices=("none", "tensorboard"),
+        kind=OPERATIONAL,
+    )

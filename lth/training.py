@@ -98,6 +98,7 @@ def train_round(
     resume: dict | None = None,
     on_checkpoint: Callable[[dict], None] | None = None,
     on_iteration: Callable[[int], None] | None = None,
+    on_evaluation: Callable[[dict], None] | None = None,
     description: str = "training",
     device: torch.device | str = "cpu",
     progress: bool = True,
@@ -134,6 +135,8 @@ def train_round(
             raise StopRequested(stop_requested(), f"at iteration {at}; its progress is saved") from None
         curve.append(row)
         loss_sum, loss_count = torch.zeros((), device=device), 0
+        if on_evaluation is not None:
+            on_evaluation(row)
 
     def checkpoint() -> None:
         if on_checkpoint is None:

@@ -11,6 +11,8 @@ from pathlib import Path
 # One intra-op thread per process, set before torch is imported: pytest-xdist runs one worker per core, and
 # the scripts the tests start as subprocesses inherit the setting (an explicit value is kept).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# codecarbon sets itself up in about 2 s per process; tests that measure energy turn it on themselves.
+os.environ.setdefault("LTH_ENERGY", "off")
 
 import numpy as np
 import pytest

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass
 
 import torch
@@ -12,6 +13,7 @@ from lth.datasets import load_digits
 from lth.demo import DigitsMLP
 from lth.imp import IMPRecipe
 from lth.pruning import LayerwisePruning, conv_fc_rates
+from lth.results import COST_COLUMNS
 from lth.settings import setting
 from lth.training import RoundSchedule, image_evaluator
 
@@ -45,10 +47,9 @@ def digits_recipe(
     )
 
 
-def csv_without_wall_time(path) -> list[str]:
-    lines = path.read_text().splitlines()
-    header = lines[0].split(",")
-    if "wall_time_s" not in header:
-        return lines
-    drop = header.index("wall_time_s")
-    return [",".join(v for i, v in enumerate(line.split(",")) if i != drop) for line in lines]
+def csv_without_wall_time(path) -> list[list[str]]:
+    """The CSV's rows without the columns that differ between identical runs (wall time, energy, CO2e)."""
+    with open(path, newline="") as handle:
+        rows = list(csv.reader(handle))
+    keep = [i for i, name in enumerate(rows[0]) if name not in COST_COLUMNS]
+    return [[row[i] for i in keep] for row in rows]
