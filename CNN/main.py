@@ -15,8 +15,7 @@ from settings import ConvSettings
 from trainer import build_recipe
 
 from lth.errors import user_facing
-from lth.experiment import run_experiment
-from lth.imp import IMPSettings
+from lth.experiment import imp_settings_of, run_experiment
 
 
 def parse_args(argv=None) -> ConvSettings:
@@ -34,13 +33,7 @@ def main(argv=None) -> None:
         for path in plot_results(settings.output_dir):
             print(f"figure: {path}")
         return
-    imp = IMPSettings(
-        rounds=settings.rounds,
-        seed=settings.seed,
-        mode=settings.imp_mode,
-        run_type=settings.run_type,
-        rewind_iteration=settings.rewind_iteration,
-    )
+    imp = imp_settings_of(settings)
     run_experiment(settings, load_data, build_recipe, imp)
 
 

@@ -15,7 +15,7 @@ from lth.settings import (
     INPUT,
     OPERATIONAL,
     Alias,
-    ReportingSettings,
+    PruneAtInitSettings,
     batch_size_setting,
     checkpoint_every_setting,
     data_dir_setting,
@@ -32,6 +32,7 @@ from lth.settings import (
     run_type_setting,
     seed_setting,
     setting,
+    source_seed_setting,
     train_iterations_setting,
 )
 
@@ -47,10 +48,10 @@ def _per_arch(values: dict) -> str:
 
 
 @dataclass
-class ConvSettings(ReportingSettings):
+class ConvSettings(PruneAtInitSettings):
     PROG = "CNN/main.py"
     DESCRIPTION = "Conv-2/4/6 on CIFAR-10: layer-wise IMP, winning ticket vs random re-init (or random pruning)."
-    NAME_FIELDS = ("arch", "run_type", "dropout_rate", "lr", "train_iterations", "seed")
+    NAME_FIELDS = ("arch", "run_type", "dropout_rate", "lr", "train_iterations", "seed", "pai_method", "pai_round", "pai_scope", "pai_ablation")
 
     arch: str = setting("Conv-6", "architecture", choices=list(ARCHS))
     run_type: str = run_type_setting(
@@ -58,6 +59,9 @@ class ConvSettings(ReportingSettings):
     )
     imp_mode: str = imp_mode_setting()
     seed: int = seed_setting(1)
+    init_seed: int | None = source_seed_setting("initial weights")
+    data_order_seed: int | None = source_seed_setting("order of the training batches")
+    transformation_seed: int | None = source_seed_setting("augmentation and dropout draws")
     train_iterations: int | None = train_iterations_setting(
         None, f"training iterations per round (default per arch: {_per_arch(ARCH_ITERATIONS)})", [Alias("--iterations")]
     )
@@ -98,6 +102,7 @@ class ConvSettings(ReportingSettings):
     )
 
     def resolve(self) -> None:
+        super().resolve()
         if self.lr is None:
             self.lr = ARCH_LR[self.arch]
         if self.train_iterations is None:
@@ -121,7 +126,7 @@ class ConvSettings(ReportingSettings):
         return readable_name(
             [
                 ("", self.arch),
-                ("", self.run_type),
+                ("", self.pai_label() or self.run_type),
                 ("d", self.dropout_rate),
                 ("lr", self.lr),
                 ("it", self.train_iterations),

@@ -13,6 +13,7 @@ from settings import ConvSettings
 
 from lth.batches import ShuffledBatches
 from lth.datasets import ImageData
+from lth.experiment import batch_seeds
 from lth.imp import IMPRecipe
 from lth.training import RoundSchedule, image_evaluator
 
@@ -35,7 +36,11 @@ def build_recipe(settings: ConvSettings, data: ImageData, device: str) -> IMPRec
         policy=cnn_pruning(factory(), settings.conv_prune_rate, settings.fc_prune_rate, settings.output_prune_rate),
         make_optimizer=lambda model: torch.optim.Adam(model.parameters(), lr=settings.lr),
         batches=ShuffledBatches(
-            data.train_x, data.train_y, settings.batch_size, seed=settings.seed, augment=augmentation(settings.augment)
+            data.train_x,
+            data.train_y,
+            settings.batch_size,
+            augment=augmentation(settings.augment),
+            **batch_seeds(settings),
         ),
         evaluate=image_evaluator(
             data.val_x, data.val_y, data.test_x, data.test_y, batch_size=evaluation_batch_size(settings, device)

@@ -13,8 +13,7 @@ from settings import LenetSettings
 from trainer import build_recipe
 
 from lth.errors import user_facing
-from lth.experiment import run_experiment
-from lth.imp import IMPSettings
+from lth.experiment import imp_settings_of, run_experiment
 
 
 def parse_args(argv=None) -> LenetSettings:
@@ -28,14 +27,7 @@ def run_directory(settings: LenetSettings) -> Path:
 @user_facing
 def main(argv=None) -> None:
     settings = parse_args(argv)
-    imp = IMPSettings(
-        rounds=settings.rounds,
-        seed=settings.seed,
-        mode=settings.imp_mode,
-        run_type=settings.run_type,
-        rewind_iteration=settings.rewind_iteration,
-        extra_columns={"trial": settings.trial},
-    )
+    imp = imp_settings_of(settings, extra_columns={"trial": settings.trial})
     run_experiment(settings, load_data, build_recipe, imp)
 
 

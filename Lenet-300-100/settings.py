@@ -11,7 +11,7 @@ from lth.errors import UserError
 from lth.settings import (
     OPERATIONAL,
     Alias,
-    ReportingSettings,
+    PruneAtInitSettings,
     batch_size_setting,
     checkpoint_every_setting,
     data_dir_setting,
@@ -28,6 +28,7 @@ from lth.settings import (
     run_type_setting,
     seed_setting,
     setting,
+    source_seed_setting,
     train_iterations_setting,
 )
 
@@ -36,10 +37,10 @@ FIRST_SEED = 42  # the earlier study's trials: seed = 42 + trial
 
 
 @dataclass
-class LenetSettings(ReportingSettings):
+class LenetSettings(PruneAtInitSettings):
     PROG = "Lenet-300-100/main.py"
     DESCRIPTION = "LeNet-300-100 on MNIST: iterative or one-shot IMP, winning ticket vs controls, one run per call."
-    NAME_FIELDS = ("imp_mode", "run_type", "seed")
+    NAME_FIELDS = ("imp_mode", "run_type", "seed", "pai_method", "pai_round", "pai_scope", "pai_ablation")
 
     imp_mode: str = imp_mode_setting(aliases=[Alias("--mode")])
     run_type: str = run_type_setting(
@@ -52,6 +53,9 @@ class LenetSettings(ReportingSettings):
         FIRST_SEED,
         aliases=[Alias("--trial", f"trial index t: seed {FIRST_SEED} + t", convert=lambda t: FIRST_SEED + t)],
     )
+    init_seed: int | None = source_seed_setting("initial weights")
+    data_order_seed: int | None = source_seed_setting("order of the training batches")
+    transformation_seed: int | None = source_seed_setting("augmentation and dropout draws")
     train_iterations: int = train_iterations_setting(50_000, aliases=[Alias("--iterations")])
     rounds: int = rounds_setting(20)
     rewind_iteration: int = rewind_iteration_setting()
@@ -70,6 +74,7 @@ class LenetSettings(ReportingSettings):
     )
 
     def resolve(self) -> None:
+        super().resolve()
         if self.rewind_iteration >= self.train_iterations:
             raise UserError(
                 f"--rewind_iteration {self.rewind_iteration} must be below the {self.train_iterations} "
@@ -79,7 +84,7 @@ class LenetSettings(ReportingSettings):
     def name_prefix(self) -> str:
         """lenet300-100-iterative_winning_ticket_trial0, as the earlier study named its trials."""
         trial = ("trial", self.seed - FIRST_SEED) if self.seed >= FIRST_SEED else ("seed", self.seed)
-        return readable_name([("lenet300-100-", self.imp_mode), ("", self.run_type), trial])
+        return readable_name([("lenet300-100-", self.imp_mode), ("", self.pai_label() or self.run_type), trial])
 
     @property
     def trial(self) -> int:

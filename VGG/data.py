@@ -14,9 +14,16 @@ def load_data(data_dir: str | None, device: str, seed: int) -> ImageData:
     return load_cifar10(resolve_data_root(data_dir), device=device, val_size=VALIDATION_SIZE, seed=seed)
 
 
-def training_batches(data: ImageData, batch_size: int, seed: int, augment: bool = True) -> ShuffledBatches:
+def training_batches(
+    data: ImageData, batch_size: int, seed: int, augment: bool = True, augment_seed: int | None = None
+) -> ShuffledBatches:
     return ShuffledBatches(
-        data.train_x, data.train_y, batch_size, seed=seed, augment=random_crop_flip if augment else None
+        data.train_x,
+        data.train_y,
+        batch_size,
+        seed=seed,
+        augment=random_crop_flip if augment else None,
+        augment_seed=augment_seed,
     )
 
 

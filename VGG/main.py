@@ -18,7 +18,7 @@ from settings import DenseSettings, VGGSettings
 from trainer import build_recipe
 
 from lth.errors import UserError, user_facing
-from lth.experiment import run_experiment
+from lth.experiment import imp_settings_of, run_experiment
 from lth.imp import IMPSettings, start_from_dense
 from lth.results import is_finished
 from lth.storage import load_checkpoint, read_json
@@ -68,13 +68,7 @@ def dense_round_source(args: VGGSettings, settings: IMPSettings):
 @user_facing
 def main(argv=None) -> None:
     args = parse_args(argv)
-    settings = IMPSettings(
-        rounds=args.rounds,
-        seed=args.seed,
-        mode=args.imp_mode,
-        run_type=args.run_type,
-        rewind_iteration=args.rewind_iteration,
-    )
+    settings = imp_settings_of(args)
     settings.initial_state = dense_round_source(args, settings)
     run_experiment(args, load_data, build_recipe, settings)
 

@@ -20,6 +20,7 @@ from lth.settings import (
     NO_CHANGE,
     OPERATIONAL,
     Alias,
+    PruneAtInitSettings,
     ReportingSettings,
     batch_size_setting,
     checkpoint_every_setting,
@@ -37,6 +38,7 @@ from lth.settings import (
     run_type_setting,
     seed_setting,
     setting,
+    source_seed_setting,
     train_iterations_setting,
 )
 
@@ -50,6 +52,9 @@ class TrainingSettings(ReportingSettings):
     NAME_FIELDS = ("width", "seed")
 
     seed: int = seed_setting(42)
+    init_seed: int | None = source_seed_setting("initial weights")
+    data_order_seed: int | None = source_seed_setting("order of the training batches")
+    transformation_seed: int | None = source_seed_setting("augmentation and dropout draws")
     width: float = setting(1.0, "channel multiplier (1: VGG-19; 0.125 for CPU runs and tests)", parse=positive_float)
     train_iterations: int | None = train_iterations_setting(None, "training iterations of every round")
     epochs: int | None = setting(
@@ -93,6 +98,7 @@ class TrainingSettings(ReportingSettings):
     )
 
     def resolve(self) -> None:
+        super().resolve()
         per_epoch = steps_per_epoch(self.batch_size)
         if self.train_iterations is None:
             self.train_iterations = self.epochs * per_epoch
@@ -149,12 +155,12 @@ def _pruning_alias(kind: str):
 
 
 @dataclass
-class VGGSettings(TrainingSettings):
+class VGGSettings(PruneAtInitSettings, TrainingSettings):
     PROG = "VGG/main.py"
     DESCRIPTION = (
         "VGG-19 on CIFAR-10: global IMP with rewinding to iteration 0 or k of the dense run, and its controls."
     )
-    NAME_FIELDS = ("width", "run_type", "rewind_iteration", "seed")
+    NAME_FIELDS = ("width", "run_type", "rewind_iteration", "seed", "pai_method", "pai_round", "pai_scope", "pai_ablation")
 
     run_type: str = run_type_setting(
         aliases=[
@@ -207,5 +213,10 @@ class VGGSettings(TrainingSettings):
     def name_prefix(self) -> str:
         """vgg19-w1_winning_ticket_rewind2000_seed0"""
         return readable_name(
-            [("vgg19-w", self.width), ("", self.run_type), ("rewind", self.rewind_iteration), ("seed", self.seed)]
+            [
+                ("vgg19-w", self.width),
+                ("", self.pai_label() or self.run_type),
+                ("rewind", self.rewind_iteration),
+                ("seed", self.seed),
+            ]
         )

@@ -31,7 +31,13 @@ def run_directory(settings: DenseSettings) -> Path:
 @user_facing
 def main(argv=None) -> None:
     settings = parse_args(argv)
-    imp = IMPSettings(rounds=0, seed=settings.seed, snapshot_iterations=settings.save_iterations)
+    imp = IMPSettings(
+        rounds=0,
+        seed=settings.seed,
+        snapshot_iterations=settings.save_iterations,
+        init_seed=settings.init_seed,
+        transformation_seed=settings.transformation_seed,
+    )
     run_experiment(settings, load_data, build_recipe, imp)
 
 

@@ -15,6 +15,7 @@ from models import ARCH, conv_weight_names, vgg19
 from pruning import PRUNE_RATE, vgg_pruning
 from settings import TrainingSettings
 
+from lth.experiment import batch_seeds
 from lth.imp import IMPRecipe
 from lth.training import RoundSchedule, image_evaluator
 
@@ -49,7 +50,7 @@ def build_recipe(settings: TrainingSettings, data: ImageData, device: str) -> IM
         policy=vgg_pruning(template, getattr(settings, "global_prune_rate", PRUNE_RATE)),
         prunable_names=conv_weight_names(template),
         make_optimizer=make_sgd(settings),
-        batches=training_batches(data, settings.batch_size, settings.seed, augment=settings.augment),
+        batches=training_batches(data, settings.batch_size, augment=settings.augment, **batch_seeds(settings)),
         evaluate=image_evaluator(data.val_x, data.val_y, data.test_x, data.test_y, batch_size=1000),
         schedule=RoundSchedule(settings.train_iterations, settings.eval_every, settings.checkpoint_every),
         lr_at=lr_schedule(settings.lr, settings.milestones, settings.gamma, settings.warmup_iterations),

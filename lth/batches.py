@@ -1,7 +1,7 @@
 """Training batches sliced from device-resident tensors, reproducible from the iteration alone.
 
 The order of epoch e is a permutation drawn from a generator seeded with (seed, e), and the
-augmentation of iteration i from (seed, i), so a resumed run needs nothing but the iteration count
+augmentation of iteration i from (augment_seed, i) (by default the same seed), so a resumed run needs nothing but the iteration count
 to see exactly the batches an uninterrupted run would have seen.
 """
 
@@ -48,10 +48,12 @@ class ShuffledBatches:
         batch_size: int,
         seed: int,
         augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+        augment_seed: int | None = None,
     ):
         if batch_size > len(x):
             raise ValueError(f"batch size {batch_size} exceeds the {len(x)} training examples")
         self.x, self.y, self.batch_size, self.seed, self.augment = x, y, batch_size, seed, augment
+        self.augment_seed = seed if augment_seed is None else augment_seed  # its own seed, e.g. for instability runs
         self.steps_per_epoch = len(x) // batch_size
         self._epoch, self._order = -1, None
 
@@ -67,5 +69,5 @@ class ShuffledBatches:
         index = self.order(epoch)[step * self.batch_size : (step + 1) * self.batch_size]
         x, y = self.x[index], self.y[index]
         if self.augment is not None:
-            x = self.augment(x, _generator(self.x.device, derived_seed(self.seed, 2, iteration)))
+            x = self.augment(x, _generator(self.x.device, derived_seed(self.augment_seed, 2, iteration)))
         return x, y

@@ -13,6 +13,7 @@ import torch
 
 from lth.arguments import resolve_device
 from lth.imp import IMPRecipe, IMPSettings, run_imp
+from lth.init_pruning import PruneAtInit
 from lth.results import RunDirectory, is_finished
 from lth.settings import Settings
 from lth.stopping import StopRequested
@@ -29,6 +30,45 @@ def configure_threads() -> None:
     """Small models gain nothing from more intra-op threads than cores; respect an explicit setting."""
     if "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
+
+
+def imp_settings_of(settings: Settings, **extra) -> IMPSettings:
+    """The IMP loop's settings from an image family's declared settings."""
+    return IMPSettings(
+        rounds=settings.rounds,
+        seed=settings.seed,
+        mode=settings.imp_mode,
+        run_type=settings.run_type,
+        rewind_iteration=settings.rewind_iteration,
+        init_seed=getattr(settings, "init_seed", None),
+        transformation_seed=getattr(settings, "transformation_seed", None),
+        prune_at_init=prune_at_init_of(settings),
+        **extra,
+    )
+
+
+def prune_at_init_of(settings: Settings) -> PruneAtInit | None:
+    method = getattr(settings, "pai_method", "none")
+    if method == "none":
+        return None
+    return PruneAtInit(
+        method=method,
+        round=settings.pai_round,
+        scope=settings.pai_scope,
+        ablation=settings.pai_ablation,
+        synflow_iterations=settings.synflow_iterations,
+        batches=settings.pai_batches,
+    )
+
+
+def batch_seeds(settings: Settings) -> dict:
+    """ShuffledBatches' seeds: the data order's and the augmentation's, each --seed unless set apart."""
+    order = getattr(settings, "data_order_seed", None)
+    transformation = getattr(settings, "transformation_seed", None)
+    return {
+        "seed": settings.seed if order is None else order,
+        "augment_seed": settings.seed if transformation is None else transformation,
+    }
 
 
 @contextlib.contextmanager

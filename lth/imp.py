@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from lth import provenance
 from lth.energy import EnergyMeter, Reading, meter_for
+from lth.init_pruning import PruneAtInit, prune_at_init
 from lth.masks import Mask
 from lth.pruning import GlobalPruning, LayerwisePruning, magnitude_scores, random_mask_like
 from lth.results import CURVE_COLUMNS, ROUND_COLUMNS, RunDirectory, is_finished
@@ -69,6 +70,12 @@ class IMPSettings:
     extra_columns: dict[str, Any] = field(default_factory=dict)
     # Round 0 also keeps the weights at these iterations (state["snapshots"]), so later runs can rewind to them.
     snapshot_iterations: tuple[int, ...] = ()
+    # Separate sources of randomness (None: `seed`, as before they existed): the initial weights, and the
+    # dropout draws; the data order and augmentation seeds live in the recipe's batches.
+    init_seed: int | None = None
+    transformation_seed: int | None = None
+    # Pruning at initialization: round 0 trains the initial weights under this method's mask.
+    prune_at_init: PruneAtInit | None = None
     # Where a run with no saved state starts (e.g. `start_from_dense` of a dense round trained earlier);
     # None: a fresh initialisation and round 0 trained here.
     initial_state: Callable[[], dict] | None = None
@@ -90,18 +97,35 @@ def _policy_for(recipe: IMPRecipe, mask: Mask):
 
 
 def _new_state(recipe: IMPRecipe, cfg: IMPSettings) -> dict:
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed if cfg.init_seed is None else cfg.init_seed)
     model = recipe.model_factory()
+    init = to_cpu(model.state_dict())
+    mask = Mask.dense(model, recipe.prunable_names)
+    if cfg.prune_at_init is not None:
+        mask, init = _pruned_at_init(recipe, cfg, model, mask, init)
     return {
         "next_round": 0,
-        "init": to_cpu(model.state_dict()),
+        "init": init,
         "rewind": None,  # weights at the rewind iteration k of the dense run (k > 0 only)
         "dense_trained": None,  # weights after round 0, for one-shot pruning
         "trained": None,  # weights after the last finished round, for iterative pruning
-        "mask": Mask.dense(model, recipe.prunable_names).state_dict(),
+        "mask": mask.state_dict(),
         "rows": [],
         "curve": [],
     }
+
+
+def _pruned_at_init(recipe: IMPRecipe, cfg: IMPSettings, model: nn.Module, dense: Mask, init: dict):
+    """The mask of a pruning-at-initialization run and the weights it trains from (fresh ones for `reinit`)."""
+    spec = cfg.prune_at_init
+    model = model.to(recipe.device)
+    generator = torch.Generator().manual_seed(derived_seed(cfg.seed, 6))
+    mask = prune_at_init(
+        spec, model, dense.to(recipe.device), _policy_for(recipe, dense), recipe.batches, recipe.step_loss, generator
+    ).to("cpu")
+    if spec.ablation == "reinit":
+        init = fresh_initialization(recipe.model_factory, derived_seed(cfg.seed, 7))
+    return mask, init
 
 
 def start_from_dense(dense: dict, cfg: IMPSettings) -> dict:
@@ -223,7 +247,8 @@ def _run_round(
         model.load_state_dict(weights)
         # Dropout draws from the global RNG: seed it per round, so a run resumed between rounds
         # trains exactly like one that never stopped (inside a round the checkpoint carries it).
-        torch.manual_seed(derived_seed(cfg.seed, 3, round_index))
+        dropout_seed = cfg.seed if cfg.transformation_seed is None else cfg.transformation_seed
+        torch.manual_seed(derived_seed(dropout_seed, 3, round_index))
     mask = mask.to(device)
     mask.apply(model)
 

@@ -68,7 +68,7 @@ MEASURED_COLUMNS = frozenset(
 ) - {"run_type", "arch", "seed"}
 # Measured columns that differ between two runs of the same settings (what a run cost, not what it found).
 COST_COLUMNS = ("wall_time_s", "energy_kwh", "co2_kg", "carbon_intensity_g_per_kwh")
-SEED_COLUMNS = frozenset({"seed", "trial"})
+SEED_COLUMNS = frozenset({"seed", "trial", "init_seed", "data_order_seed", "transformation_seed"})
 RUN_COLUMN = "run"  # added by the loaders: the run directory's name
 
 

@@ -127,7 +127,7 @@ class Settings:
     # Settings shown in the readable name prefix; the hash covers the other identity settings.
     NAME_FIELDS: ClassVar[tuple[str, ...]] = ()
     # Identity settings that only tell trials apart: never part of a figure's or summary's grouping.
-    SEED_FIELDS: ClassVar[tuple[str, ...]] = ("seed",)
+    SEED_FIELDS: ClassVar[tuple[str, ...]] = ("seed", "init_seed", "data_order_seed", "transformation_seed")
 
     def __post_init__(self) -> None:
         self.resolve()
@@ -148,8 +148,9 @@ class Settings:
     def build_parser(cls) -> ArgumentParser:
         parser = ArgumentParser(prog=cls.PROG, description=cls.DESCRIPTION, argument_default=argparse.SUPPRESS)
         reporting = {f.name for f in dataclasses.fields(ReportingSettings)}
-        # The family's own settings first, then what every run reports (energy, tracker).
-        for f in sorted(cls.declared(), key=lambda f: f.name in reporting):
+        pai = {f.name for f in dataclasses.fields(PruneAtInitSettings)} - reporting
+        # The family's own settings first, then pruning at initialization, then what every run reports.
+        for f in sorted(cls.declared(), key=lambda f: (f.name in pai) + 2 * (f.name in reporting)):
             meta = f.metadata
             renames = [a.flag for a in meta["aliases"] if a.is_rename]
             flags = [f"--{f.name}", *renames]
@@ -314,6 +315,11 @@ def seed_setting(default: int, help: str = "", aliases: Iterable[Alias] = ()) ->
     )
 
 
+def source_seed_setting(source: str) -> Any:
+    """A seed of one source of randomness; None (the default) uses --seed, as runs did before it existed."""
+    return setting(None, f"seed of the {source} (default: --seed)", parse=non_negative_int)
+
+
 def rounds_setting(default: int, aliases: Iterable[Alias] = ()) -> Any:
     return setting(default, "pruning rounds after the dense round 0", parse=non_negative_int, aliases=aliases)
 
@@ -403,3 +409,52 @@ class ReportingSettings(Settings):
         choices=("none", "tensorboard"),
         kind=OPERATIONAL,
     )
+
+
+PAI_METHODS = ("snip", "grasp", "synflow", "magnitude_init", "random")
+PAI_SCOPES = ("global", "layerwise")
+PAI_ABLATIONS = ("none", "shuffle", "reinit")
+
+
+@dataclass
+class PruneAtInitSettings(ReportingSettings):
+    """Pruning at initialization as a run type of the image families: prune the initial weights to the
+    weights-remaining of IMP round --pai_round with a score (lth/init_pruning.py), then train once."""
+
+    pai_method: str = setting(
+        "none", "prune at initialization with this score, then train once (none: IMP)", choices=("none", *PAI_METHODS)
+    )
+    pai_round: int = setting(
+        0, "with --pai_method: prune to the weights remaining after this many IMP rounds", parse=non_negative_int
+    )
+    pai_scope: str = setting(
+        "global",
+        "with --pai_method: global (the score decides each layer's sparsity) or layerwise (IMP's per-layer counts)",
+        choices=PAI_SCOPES,
+    )
+    pai_ablation: str = setting(
+        "none",
+        "with --pai_method: shuffle (each layer's mask moved at random, its count kept) or reinit (fresh weights)",
+        choices=PAI_ABLATIONS,
+    )
+    synflow_iterations: int = setting(100, "SynFlow's pruning iterations", parse=positive_int)
+    pai_batches: int = setting(2, "training batches SNIP and GraSP score on", parse=positive_int)
+
+    def resolve(self) -> None:
+        super().resolve()
+        if self.pai_method == "none":
+            return
+        if self.pai_round < 1:
+            raise UserError(f"--pai_method {self.pai_method} needs --pai_round N >= 1 (the IMP round to match)")
+        if getattr(self, "run_type", "winning_ticket") != "winning_ticket" or getattr(self, "rewind_iteration", 0):
+            raise UserError(
+                "--pai_method prunes at initialization: give its ablations with --pai_ablation, not --run_type or --rewind_iteration"
+            )
+        self.rounds = 0  # pruned once, before training: the run trains its round 0 only
+
+    def pai_label(self) -> str | None:
+        """The run-type part of a PAI run's name, e.g. pai-snip-r7-global-shuffle (None for IMP runs)."""
+        if self.pai_method == "none":
+            return None
+        label = f"pai-{self.pai_method}-r{self.pai_round}-{self.pai_scope}"
+        return label + (f"-{self.pai_ablation}" if self.pai_ablation != "none" else "")

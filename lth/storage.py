@@ -311,8 +311,10 @@ class DirectoryLock:
             return None, text
 
     def _stale(self, holder: Holder) -> bool:
-        if holder.host == socket.gethostname() and not _pid_alive(holder.pid):
-            return True
+        """On this host the holder's process is checked directly (alive: live, whatever its heartbeat, e.g. a
+        run started before leases had heartbeats); on another host only its heartbeat tells."""
+        if holder.host == socket.gethostname():
+            return not _pid_alive(holder.pid)
         return time.time() - holder.heartbeat > self.timeout
 
     def live_holder(self) -> Holder | None:
