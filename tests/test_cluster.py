@@ -175,10 +175,14 @@ def test_a_new_run_with_missing_data_leaves_no_directory(tmp_path, capsys):
 
 def test_a_heartbeat_keeps_a_lease_alive_past_its_timeout(tmp_path):
     lease = DirectoryLock(tmp_path, timeout=0.6).acquire()
-    time.sleep(1.5)  # several timeouts: only the heartbeat keeps it fresh
+    first = json.loads(lease.path.read_text())["heartbeat"]
+    time.sleep(1.5)  # several timeouts: only the heartbeat keeps it fresh for other hosts
+    last = json.loads(lease.path.read_text())["heartbeat"]
+    assert last > first and time.time() - last < 0.6
     with pytest.raises(RunLockedError, match=f"pid {os.getpid()}"):
         DirectoryLock(tmp_path, timeout=0.6).acquire()
     lease.release()
+    assert not lease.path.exists()
     DirectoryLock(tmp_path, timeout=0.6).acquire().release()
 
 
