@@ -13,10 +13,13 @@ from lth.plotting import (
     condition_groups,
     load_curves,
     load_rounds,
+    mean_min_max,
     plot_early_stop_panels,
+    plot_mean_range,
     save_figure,
     setting_suffix,
     setting_title,
+    sparsity_axis,
     varying,
 )
 
@@ -102,3 +105,35 @@ def plot_mode(results_dir: Path, out: Path, mode: str, max_iteration: int | None
         written.append(plot_figure3(runs, group, out / f"figure3_{mode}{suffix}.png", title, max_iteration))
         written.append(plot_early_stop_panels(group, out / f"figure4_{mode}{suffix}.png", title))
     return written
+
+
+PAI_COLORS = {"snip": "tab:orange", "grasp": "tab:green", "synflow": "tab:red", "magnitude_init": "tab:purple",
+              "random": "tab:gray"}  # fmt: skip
+
+
+def plot_pai(pai_dir: Path, imp_dir: Path, path: Path, value: str = "test_accuracy_early_stop") -> Path:
+    """IMP tickets against pruning at initialization and its layer-wise shuffles, by weights remaining
+    (Frankle et al., ICLR 2021, Figure 2 shape): mean with min..max over the trials both have."""
+    pai = load_rounds(pai_dir)
+    pai = pai[pai["pai_method"].fillna("none") != "none"]
+    imp = load_rounds(imp_dir)
+    imp = imp[(imp["run_type"] == "winning_ticket") & (imp["round"].isin(sorted(pai["pai_round"].unique())))]
+    imp = imp[imp["seed"].isin(pai["seed"].unique())]
+    figure, ax = plt.subplots(figsize=(8, 5))
+    stats = mean_min_max(imp, ["round"], value)
+    plot_mean_range(
+        ax, stats, "weights_remaining_pct", f"IMP winning ticket ({imp['seed'].nunique()} trials)", "tab:blue"
+    )
+    for (method, ablation), group in pai.groupby(["pai_method", "pai_ablation"]):
+        stats = mean_min_max(group, ["pai_round"], value)
+        label = method + (" (layer-wise shuffle)" if ablation == "shuffle" else "")
+        style = "--" if ablation == "shuffle" else "-"
+        plot_mean_range(ax, stats, "weights_remaining_pct", label, PAI_COLORS.get(method), style)
+    sparsity_axis(ax, pd.concat([pai["weights_remaining_pct"], imp["weights_remaining_pct"]]))
+    ax.set_ylabel(value.replace("_", " ") + " (%)")
+    ax.legend(fontsize=8)
+    iterations = int(pai["train_iterations"].iloc[0])
+    ax.set_title(
+        f"LeNet-300-100: IMP vs pruning at initialization ({iterations} iterations, {pai['seed'].nunique()} trials)"
+    )
+    return save_figure(figure, path)
