@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from lth.arguments import ArgumentParser, positive_int
+from lth.arguments import ArgumentParser, non_negative_int, positive_int
 from lth.errors import UserError, user_facing
 
 
@@ -47,6 +47,17 @@ def build_parser() -> ArgumentParser:
     summarize = commands.add_parser("summarize", help="mean/min/max of a rounds.csv column over seeds, per round")
     summarize.add_argument("results_dir")
     summarize.add_argument("--value", default="test_accuracy_early_stop", help="rounds.csv column to tabulate")
+
+    stability = commands.add_parser(
+        "stability", help="instability analysis: error barrier between two copies trained from iteration k"
+    )
+    stability.add_argument("script", help="the run's entry script, e.g. Lenet-300-100/main.py")
+    stability.add_argument("--run", default="", help='the run\'s flags, quoted: --run "--trial 0 --iterations 5000"')
+    stability.add_argument(
+        "--k", type=non_negative_int, nargs="+", default=[0], help="iterations the copies start from"
+    )
+    stability.add_argument("--points", type=positive_int, default=11, help="points on the linear path (>= 2)")
+    stability.add_argument("--output_dir", default=None, help="default: <the run's output_dir>/stability")
 
     ticket = commands.add_parser("ticket", help="describe a BERT ticket file (masks, sparsity per layer, metadata)")
     ticket.add_argument("path")
@@ -161,6 +172,14 @@ def run_command(args) -> None:
         show_status(args.results_dir, args.config, args.script)
     elif args.command == "summarize":
         summarize(args.results_dir, args.value)
+    elif args.command == "stability":
+        import shlex
+
+        from lth.stability import run_stability
+
+        if args.points < 2:
+            raise UserError("--points must be at least 2 (the two ends of the path)")
+        run_stability(args.script, shlex.split(args.run), sorted(set(args.k)), args.points, args.output_dir)
     elif args.command == "ticket":
         from lth.tickets import describe_ticket
 
