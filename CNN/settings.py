@@ -51,7 +51,18 @@ def _per_arch(values: dict) -> str:
 class ConvSettings(PruneAtInitSettings):
     PROG = "CNN/main.py"
     DESCRIPTION = "Conv-2/4/6 on CIFAR-10: layer-wise IMP, winning ticket vs random re-init (or random pruning)."
-    NAME_FIELDS = ("arch", "run_type", "dropout_rate", "lr", "train_iterations", "seed", "pai_method", "pai_round", "pai_scope", "pai_ablation")
+    NAME_FIELDS = (
+        "arch",
+        "run_type",
+        "dropout_rate",
+        "lr",
+        "train_iterations",
+        "seed",
+        "pai_method",
+        "pai_round",
+        "pai_scope",
+        "pai_ablation",
+    )
 
     arch: str = setting("Conv-6", "architecture", choices=list(ARCHS))
     run_type: str = run_type_setting(

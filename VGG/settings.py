@@ -160,7 +160,16 @@ class VGGSettings(PruneAtInitSettings, TrainingSettings):
     DESCRIPTION = (
         "VGG-19 on CIFAR-10: global IMP with rewinding to iteration 0 or k of the dense run, and its controls."
     )
-    NAME_FIELDS = ("width", "run_type", "rewind_iteration", "seed", "pai_method", "pai_round", "pai_scope", "pai_ablation")
+    NAME_FIELDS = (
+        "width",
+        "run_type",
+        "rewind_iteration",
+        "seed",
+        "pai_method",
+        "pai_round",
+        "pai_scope",
+        "pai_ablation",
+    )
 
     run_type: str = run_type_setting(
         aliases=[
