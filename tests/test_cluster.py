@@ -221,3 +221,33 @@ def test_a_lease_lost_to_another_process_refuses_further_writes(tmp_path):
         run.save_state({"next_round": 0})
     run.close()
     assert run.lock.path.exists(), "the other process's lease is left alone"
+
+
+@pytest.mark.slow
+def test_sweep_runs_lines_side_by_side_and_a_stop_signal_stops_all_of_them_to_resume_later(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    lenet_command(tmp_path)  # builds the tiny MNIST data root
+    config = tmp_path / "configs.txt"
+    common = f"--iterations 1500 --eval_every 500 --rounds 1 --checkpoint_every 0 --quiet --device cpu --data_dir {tmp_path / 'data'} --output_dir {tmp_path / 'runs'}"
+    config.write_text(f"--trial 0 {common}\n--trial 1 {common}\n--trial 2 {common}\n")
+    command = [sys.executable, "-m", "lth", "sweep", str(config), "--script", str(REPO / "Lenet-300-100" / "main.py"),
+               "--per_device", "2"]  # fmt: skip
+    sweep = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ready = round_one_started(tmp_path / "runs", after=0.3)
+    deadline = time.monotonic() + 120
+    while not ready():
+        assert sweep.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    sweep.send_signal(signal.SIGTERM)
+    output, _ = sweep.communicate(timeout=60)
+    assert sweep.returncode == EXIT_RESUME_LATER, output
+    assert "1 line(s) not started" in output, "the third line waited for a free slot"
+    running_at_stop = list((tmp_path / "runs").rglob("progress.pt"))
+    assert running_at_stop, "the lines running side by side saved their progress"
+    assert not list((tmp_path / "runs").rglob(".lock"))
+    subprocess.run(command, check=True, capture_output=True, timeout=600)
+    assert len(list((tmp_path / "runs").rglob("finished"))) == 3
