@@ -38,6 +38,12 @@ def build_parser() -> ArgumentParser:
         default=1,
         help="run this many lines at once (each its own process and lease), sharing the device",
     )
+    sweep.add_argument(
+        "--batch",
+        action="store_true",
+        help="train lines that differ only in seed, trial, run type or IMP mode together in one batched step "
+        "(image families without BatchNorm or dropout; pays on a GPU); with --submit, one array task per batch",
+    )
 
     status = commands.add_parser("status", help="finished, running, failed and missing runs")
     status.add_argument("results_dir", nargs="?", help="directory holding run directories")
@@ -47,6 +53,14 @@ def build_parser() -> ArgumentParser:
     summarize = commands.add_parser("summarize", help="mean/min/max of a rounds.csv column over seeds, per round")
     summarize.add_argument("results_dir")
     summarize.add_argument("--value", default="test_accuracy_early_stop", help="rounds.csv column to tabulate")
+
+    batch = commands.add_parser(
+        "batch", help="train several runs of one entry script together (seeds, run types, IMP modes) in one batch"
+    )
+    batch.add_argument("script", help="an image family's entry script, e.g. Lenet-300-100/main.py")
+    batch.add_argument(
+        "--lines", nargs="+", required=True, help='one quoted set of flags per run: "--trial 0" "--trial 1"'
+    )
 
     stability = commands.add_parser(
         "stability", help="instability analysis: error barrier between two copies trained from iteration k"
@@ -166,12 +180,19 @@ def run_command(args) -> None:
                 submit_to=args.submit,
                 yes=args.yes,
                 parallel=args.per_device,
+                batch=args.batch,
             )
         )
     elif args.command == "status":
         show_status(args.results_dir, args.config, args.script)
     elif args.command == "summarize":
         summarize(args.results_dir, args.value)
+    elif args.command == "batch":
+        import shlex
+
+        from lth.batched import run_lines_batched
+
+        run_lines_batched(args.script, [shlex.split(line) for line in args.lines])
     elif args.command == "stability":
         import shlex
 

@@ -59,7 +59,9 @@ def folder_headers(folder: Path, system: str) -> list[str]:
     return headers + [line for line in STOP_HEADERS[system] if line not in headers]
 
 
-def array_job_script(system: str, config: Path, script: Path, runs: int, max_parallel: int = 8) -> str:
+def array_job_script(
+    system: str, config: Path, script: Path, runs: int, max_parallel: int = 8, batch: bool = False
+) -> str:
     """An array job sized to the config file: task i runs run line i through `lth sweep`."""
     if system not in SUBMIT_COMMAND:
         raise UserError(f"--submit {system}: expected lsf or slurm")
@@ -86,7 +88,8 @@ def array_job_script(system: str, config: Path, script: Path, runs: int, max_par
         "set -euo pipefail",
         f'cd "{workdir}"',
         "mkdir -p outputs",
-        f'exec "${{LTH_PYTHON:-python}}" -m lth sweep {shlex.quote(config.name)} --script {shlex.quote(script.name)}',
+        f'exec "${{LTH_PYTHON:-python}}" -m lth sweep {shlex.quote(config.name)} --script {shlex.quote(script.name)}'
+        + (" --batch" if batch else ""),
     ]
     return (
         "\n".join(
@@ -96,10 +99,10 @@ def array_job_script(system: str, config: Path, script: Path, runs: int, max_par
     )
 
 
-def submit(system: str, config: Path, script: Path, runs: int, yes: bool) -> Path:
+def submit(system: str, config: Path, script: Path, runs: int, yes: bool, batch: bool = False) -> Path:
     job = config.parent / f"{config.stem}.{system}.sh"
     (config.parent / "outputs").mkdir(exist_ok=True)
-    atomic_write_text(job, array_job_script(system, config, script, runs))
+    atomic_write_text(job, array_job_script(system, config, script, runs, batch=batch))
     job.chmod(0o755)
     print(job.read_text(), end="")
     command = f"{SUBMIT_COMMAND[system]} < {job.name}" if system == "lsf" else f"sbatch {job.name}"

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from lth import provenance
 from lth.energy import EnergyMeter, Reading, meter_for
+from lth.errors import UserError
 from lth.init_pruning import PruneAtInit, prune_at_init
 from lth.masks import Mask
 from lth.pruning import GlobalPruning, LayerwisePruning, magnitude_scores, random_mask_like
@@ -187,6 +188,8 @@ def run_imp(run: RunDirectory, recipe: IMPRecipe, cfg: IMPSettings, quiet: bool 
         state = run.load_state()
         return state["rows"] if state else []
 
+    if (run.path / "batched.json").exists():  # never continued by another training path
+        raise UserError(f"{run.path} is being trained batched with other runs; finish it with the same batched command")
     state = run.load_state()
     if state is None and cfg.initial_state is not None:
         state = cfg.initial_state()
@@ -311,6 +314,25 @@ def _run_round(
         progress=not quiet,
         device=device,
     )
+    cost = {"wall_time_s": elapsed_before + time.perf_counter() - started, **meter.columns(energy_so_far(final=True))}
+    row = finish_round(round_index, run, recipe, cfg, state, mask, to_cpu(model.state_dict()), curve, cost, captured)
+    tracker.log_round(row)
+    return row
+
+
+def finish_round(
+    round_index: int,
+    run: RunDirectory,
+    recipe: IMPRecipe,
+    cfg: IMPSettings,
+    state: dict,
+    mask: Mask,
+    trained: dict,
+    curve: list[dict],
+    cost: dict,
+    captured: dict,
+) -> dict:
+    """A trained round's row and curve into the run's state and CSVs (every training path ends here)."""
     row = {
         "round": round_index,
         "weights_remaining_pct": mask.weights_remaining_pct(),
@@ -319,12 +341,9 @@ def _run_round(
         "run_type": cfg.run_type,
         "arch": recipe.arch,
         "seed": cfg.seed,
-        "wall_time_s": elapsed_before + time.perf_counter() - started,
-        **meter.columns(energy_so_far(final=True)),
+        **cost,
         **cfg.extra_columns,
     }
-    tracker.log_round(row)
-    trained = to_cpu(model.state_dict())
     state["rows"].append(row)
     state["curve"].extend({"round": round_index, **point} for point in curve)
     state["mask"] = mask.state_dict()

@@ -36,10 +36,36 @@ ARRAY_INDEX_VARIABLES = ("LSB_JOBINDEX", "SLURM_ARRAY_TASK_ID")
 class ConfigLine:
     number: int  # line number in the file, for messages
     argv: list[str]
+    batch: list[ConfigLine] | None = None  # with `--batch`: the lines trained together in one process
 
     @property
     def text(self) -> str:
+        if self.batch:
+            return "batched: " + " | ".join(shlex.join(line.argv) for line in self.batch)
         return shlex.join(self.argv)
+
+
+def batch_units(module: ModuleType, folder: Path, lines: list[ConfigLine], directories: list[Path]):
+    """Lines that differ only in seed, trial, run type or IMP mode, grouped: each group is one unit of work."""
+    from lth.batched import batch_key
+
+    groups: dict[str, list[tuple[ConfigLine, Path]]] = {}
+    previous = os.getcwd()
+    os.chdir(folder)
+    try:
+        for line, directory in zip(lines, directories, strict=True):
+            groups.setdefault(batch_key(module.parse_args(line.argv)), []).append((line, directory))
+    finally:
+        os.chdir(previous)
+    units = []
+    for members in groups.values():
+        if len(members) == 1:
+            units.append(members[0])
+        else:
+            first = members[0][0]
+            unit = ConfigLine(first.number, first.argv, batch=[line for line, _ in members])
+            units.append((unit, [directory for _, directory in members]))
+    return units
 
 
 def read_config(path: str | os.PathLike) -> list[ConfigLine]:
@@ -141,9 +167,19 @@ def select_line(lines: list[ConfigLine], index: int, config: Path) -> ConfigLine
 
 
 def start_line(script: Path, line: ConfigLine) -> subprocess.Popen:
-    """Run one config line as its own process (a crash in one run never takes the sweep down). It gets a
-    session of its own, so a signal reaches it once: forwarded by the sweep, not also from the terminal."""
-    return subprocess.Popen([sys.executable, "-u", str(script), *line.argv], cwd=script.parent, start_new_session=True)
+    """Run one config line (or a batch of lines, through `lth batch`) as its own process: a crash in one run
+    never takes the sweep down. It gets a session of its own, so a signal reaches it once: forwarded by the
+    sweep, not also from the terminal."""
+    if line.batch:
+        lines = [shlex.join(member.argv) for member in line.batch]
+        command = [sys.executable, "-u", "-m", "lth", "batch", str(script), "--lines", *lines]
+    else:
+        command = [sys.executable, "-u", str(script), *line.argv]
+    return subprocess.Popen(command, cwd=script.parent, start_new_session=True)
+
+
+def _finished(directory) -> bool:
+    return all(is_finished(d) for d in directory) if isinstance(directory, list) else is_finished(directory)
 
 
 def run_lines(script: Path, todo: list[tuple[ConfigLine, Path]], config: Path, parallel: int = 1) -> int:
@@ -171,8 +207,8 @@ def run_lines(script: Path, todo: list[tuple[ConfigLine, Path]], config: Path, p
         while queue or running:
             while queue and len(running) < parallel and not stopped:
                 line, directory = queue.pop(0)
-                state = run_status(directory)
-                if state.startswith("running") or is_finished(directory):
+                state = run_status(directory[0] if isinstance(directory, list) else directory)
+                if state.startswith("running") or _finished(directory):
                     print(f"line {line.number}: {state.replace('running', 'running elsewhere')}; skipping", flush=True)
                     bar.update(1)
                     continue
@@ -213,6 +249,7 @@ def sweep(
     submit_to: str | None = None,
     yes: bool = False,
     parallel: int = 1,
+    batch: bool = False,
 ) -> int:
     """Run the config file's unfinished lines (or, inside an array job, the line of its index)."""
     from lth.cluster import submit
@@ -221,17 +258,25 @@ def sweep(
     lines = read_config(config)
     module = load_script(script)
     directories = check_lines(module, config, lines)
+    todo = list(zip(lines, directories, strict=True))
+    if batch:
+        todo = batch_units(module, script.resolve().parent, lines, directories)
+        print(
+            f"{len(lines)} lines in {len(todo)} batch(es); on a CPU batching is slower than one run after another "
+            "(benchmarks/batched.py): it pays on a GPU",
+            flush=True,
+        )
     if submit_to:
-        submit(submit_to, config.resolve(), script.resolve(), len(lines), yes)
+        submit(submit_to, config.resolve(), script.resolve(), len(todo), yes, batch=batch)
         return 0
     index = array_index()
-    todo = list(zip(lines, directories, strict=True))
     if index is not None:
-        todo = [todo[lines.index(select_line(lines, index, config))]]
-    pending = [(line, d) for line, d in todo if not is_finished(d)]
+        units = [line for line, _ in todo]
+        todo = [todo[units.index(select_line(units, index, config))]]
+    pending = [(line, d) for line, d in todo if not _finished(d)]
     for line, d in todo:
-        if is_finished(d):
-            print(f"line {line.number}: finished earlier ({d.name}); skipping")
+        if _finished(d):
+            print(f"line {line.number}: finished earlier; skipping")
     if dry_run:
         for line, _ in pending:
             print(f"would run line {line.number}: {script.name} {line.text}")

@@ -1,0 +1,323 @@
+"""Several IMP runs of one architecture and recipe trained together in one batched step.
+
+A Lottery Ticket study is many small, identical trainings that differ only in seed (trial), run type and IMP
+mode. Here R of them share each optimiser step: their parameters are stacked along a new first dimension, one
+forward pass evaluates all R networks (`torch.func.vmap` over `functional_call`), each on its own batch (its own
+validation split, data order and augmentation), and the sum of their R mean losses is differentiated, so each
+replicate's gradient is exactly its own loss's. The optimisers used here (Adam, SGD with momentum and weight
+decay) are elementwise, so stacked parameters train as separate ones would. Masks, pruning, rewinding and the
+controls are the unbatched code run per replicate (`lth.imp`), evaluation runs each replicate alone, and every
+run keeps its own run directory, CSVs and state; `batched.json` beside them says how it was trained.
+
+Resume: each run's state is saved at every round end as when trained alone; inside a round each run's progress is
+saved at the same iterations, marked with the batch it belongs to. A batched job resumes from that progress only
+if every run of the batch holds progress of the same round and iteration (else the round restarts from its saved
+start, which gives the same results: everything in a round follows from its start). A run is never resumed by the
+other path: progress or state written batched is refused by `run_imp`, and the other way round.
+
+Not batched (refused with a clear line): networks with BatchNorm (each replicate would need running statistics of
+its own) or active dropout (its draws would depend on which replicates share the batch).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, vmap
+from tqdm.auto import tqdm
+
+from lth import provenance
+from lth.errors import UserError
+from lth.imp import IMPRecipe, IMPSettings, _new_state, _prepare_round, finish_round
+from lth.masks import Mask
+from lth.results import RunDirectory, is_finished
+from lth.rewinding import to_cpu
+from lth.stopping import StopRequested, stop_requested
+from lth.storage import atomic_write_json, atomic_write_text
+
+
+@dataclass
+class Replicate:
+    run: RunDirectory  # opened (its lease held)
+    recipe: IMPRecipe
+    cfg: IMPSettings
+    state: dict | None = None
+
+
+def check_batchable(replicates: list[Replicate]) -> None:
+    first = replicates[0]
+    model = first.recipe.model_factory()
+    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        raise UserError(f"{first.recipe.arch} has BatchNorm: its runs cannot be trained batched; run them one by one")
+    if any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules()):
+        raise UserError(f"{first.recipe.arch} uses dropout: its runs cannot be trained batched; run them one by one")
+    for other in replicates[1:]:
+        if other.recipe.arch != first.recipe.arch or other.recipe.schedule != first.recipe.schedule:
+            raise UserError(f"{other.run.name} and {first.run.name} differ in more than seed, run type and mode")
+        if other.cfg.rounds != first.cfg.rounds or other.cfg.rewind_iteration != first.cfg.rewind_iteration:
+            raise UserError(f"{other.run.name} and {first.run.name} differ in more than seed, run type and mode")
+
+
+def path_marker(run: RunDirectory) -> dict | None:
+    """How a run was being trained: {"batched": [names]} or None (alone)."""
+    path = run.path / "batched.json"
+    if not path.exists():
+        return None
+    import json
+
+    return json.loads(path.read_text())
+
+
+def run_imp_batched(replicates: list[Replicate], quiet: bool = False) -> None:
+    """Run (or resume) IMP for several runs together; each ends as its own finished run directory."""
+    replicates = [r for r in replicates if not is_finished(r.run.path)]
+    if not replicates:
+        return
+    check_batchable(replicates)
+    names = sorted(r.run.name for r in replicates)
+    for r in replicates:
+        marker = path_marker(r.run)
+        started_alone = marker is None and (r.run.path / "state.pt").exists()
+        if started_alone or (marker is not None and marker["batched"] != names):
+            raise UserError(
+                f"{r.run.path} was being trained {'alone' if started_alone else 'in another batch'}; "
+                "finish it the same way (a run is never continued by another training path)"
+            )
+        atomic_write_json(r.run.path / "batched.json", {"batched": names, "replicates": len(names)})
+        r.state = r.run.load_state() or _new_state(r.recipe, r.cfg)
+        provenance.record(r.run.path, r.recipe.device)
+    rounds = replicates[0].cfg.rounds
+    for round_index in tqdm(range(rounds + 1), desc=f"{len(replicates)} runs batched", unit="round", disable=quiet):
+        todo = [r for r in replicates if r.state["next_round"] == round_index]
+        if todo:
+            _batched_round(round_index, todo, quiet)
+    for r in replicates:
+        atomic_write_text(r.run.path / "finished", time.strftime("%Y-%m-%dT%H:%M:%S\n"))
+
+
+def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return torch.stack(tensors).contiguous()
+
+
+class _Stacked(nn.Module):
+    """The R replicates' parameters, each stacked along dimension 0, so a family's make_optimizer applies."""
+
+    def __init__(self, names: list[str], weights: list[dict], device):
+        super().__init__()
+        self.names = names
+        self.stacked = nn.ParameterList([nn.Parameter(_stack([w[n] for w in weights]).to(device)) for n in names])
+
+    def as_dict(self) -> dict[str, torch.Tensor]:
+        return dict(zip(self.names, self.stacked, strict=True))
+
+
+def _batched_round(round_index: int, replicates: list[Replicate], quiet: bool) -> None:
+    recipe = replicates[0].recipe
+    device = torch.device(recipe.device)
+    k = replicates[0].cfg.rewind_iteration
+    model = recipe.model_factory().to(device)  # the shape the stacked parameters are called with
+    names = [n for n, _ in model.named_parameters()]
+    buffers = {n: b for n, b in model.named_buffers()}
+    masks, weights = [], []
+    progress = [r.run.load_progress() for r in replicates]
+    resumable = all(
+        p is not None
+        and p["round"] == round_index
+        and p.get("batched")
+        and p["loop"]["iteration"] == progress[0]["loop"]["iteration"]
+        for p in progress
+    )
+    for r, p in zip(replicates, progress, strict=True):
+        if resumable:
+            masks.append(Mask.from_state_dict(p["mask"]))
+            weights.append(p["loop"]["model"])
+        else:
+            mask, start = _prepare_round(round_index, r.state, r.recipe, r.cfg)
+            masks.append(mask)
+            weights.append({n: start[n] * mask[n] if n in mask.layers else start[n] for n in start})
+    stacked = _Stacked(names, weights, device)
+    optimizer = recipe.make_optimizer(stacked)
+    if resumable:
+        optimizer.load_state_dict(_stack_optimizer_states([p["loop"]["optimizer"] for p in progress], optimizer))
+    mask_stack = {n: _stack([m[n] for m in masks]).to(device) for n in masks[0].layers}
+    loss_sums = (
+        _stack([p["loop"]["loss_sum"] for p in progress]).to(device)
+        if resumable
+        else torch.zeros(len(replicates), device=device)
+    )
+    loss_count = progress[0]["loop"]["loss_count"] if resumable else 0
+    curves = [list(p["loop"]["curve"]) for p in progress] if resumable else [[] for _ in replicates]
+    captured = [
+        {"rewind": p.get("rewind"), "snapshots": {}} if resumable else {"rewind": None, "snapshots": {}}
+        for p in progress
+    ]
+    started_at = k if round_index > 0 else 0
+    iteration = progress[0]["loop"]["iteration"] if resumable else started_at
+    schedule = recipe.schedule
+    points = set(range(started_at, schedule.iterations + 1, schedule.eval_every)) | {started_at, schedule.iterations}
+    recorded = {row["iteration"] for row in curves[0]}
+    elapsed = [p["elapsed"] if resumable else 0.0 for p in progress]
+    began = time.perf_counter()
+
+    def forward(params: dict, x: torch.Tensor) -> torch.Tensor:
+        return functional_call(model, (params, buffers), (x,))
+
+    batched_forward = vmap(forward)
+
+    def alone(index: int) -> nn.Module:
+        single = recipe.model_factory().to(device)
+        single.load_state_dict({**{n: p[index].detach() for n, p in stacked.as_dict().items()}, **buffers})
+        return single
+
+    def record(at: int) -> None:
+        nonlocal loss_sums, loss_count
+        for j, r in enumerate(replicates):
+            row = {"iteration": at, "train_loss": (loss_sums[j].item() / loss_count) if loss_count else float("nan")}
+            row.update(r.recipe.evaluate(alone(j)))
+            curves[j].append(row)
+        loss_sums, loss_count = torch.zeros(len(replicates), device=device), 0
+
+    def checkpoint() -> None:
+        states = _split_optimizer_state(optimizer.state_dict(), len(replicates))
+        now = time.perf_counter() - began
+        for j, r in enumerate(replicates):
+            r.run.save_progress(
+                {
+                    "round": round_index,
+                    "batched": True,
+                    "mask": masks[j].state_dict(),
+                    "loop": {
+                        "iteration": iteration,
+                        "model": {n: p[j].detach().cpu().clone() for n, p in stacked.as_dict().items()},
+                        "optimizer": states[j],
+                        "curve": list(curves[j]),
+                        "loss_sum": loss_sums[j].detach().cpu().clone(),
+                        "loss_count": loss_count,
+                    },
+                    "rewind": captured[j]["rewind"],
+                    "elapsed": elapsed[j] + now / len(replicates),
+                }
+            )
+
+    with tqdm(total=schedule.iterations - started_at, initial=iteration - started_at, desc=f"round {round_index}",
+              leave=False, disable=quiet, mininterval=1.0) as bar:  # fmt: skip
+        while True:
+            if iteration in points and iteration not in recorded:
+                record(iteration)
+                recorded.add(iteration)
+            if iteration >= schedule.iterations:
+                break
+            if (
+                schedule.checkpoint_every
+                and iteration > started_at
+                and (iteration - started_at) % schedule.checkpoint_every == 0
+                and not (resumable and iteration == progress[0]["loop"]["iteration"])
+            ):
+                checkpoint()
+            signal_name = stop_requested()
+            if signal_name is not None:
+                checkpoint()
+                raise StopRequested(signal_name, f"at iteration {iteration} of round {round_index}; progress saved")
+            if round_index == 0 and k > 0 and iteration == k:
+                for j in range(len(replicates)):
+                    captured[j]["rewind"] = to_cpu(alone(j).state_dict())
+            if recipe.lr_at is not None:
+                for group in optimizer.param_groups:
+                    group["lr"] = recipe.lr_at(iteration)
+            batches = [r.recipe.batches(iteration) for r in replicates]
+            x = _stack([b[0] for b in batches])
+            y = _stack([b[1] for b in batches])
+            logits = batched_forward(stacked.as_dict(), x)
+            losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(len(replicates), -1)
+            losses = losses.mean(dim=1)
+            optimizer.zero_grad(set_to_none=True)
+            losses.sum().backward()
+            optimizer.step()
+            with torch.no_grad():
+                for name, param in stacked.as_dict().items():
+                    if name in mask_stack:
+                        param.mul_(mask_stack[name])
+            loss_sums += losses.detach()
+            loss_count += 1
+            iteration += 1
+            if iteration % 50 == 0:
+                bar.update(iteration - started_at - bar.n)
+    wall = (time.perf_counter() - began) / len(replicates)  # the batch's time, shared evenly
+    for j, r in enumerate(replicates):
+        cost = {"wall_time_s": elapsed[j] + wall, "energy_kwh": "", "co2_kg": "",
+                "energy_method": "off (batched)", "carbon_intensity_g_per_kwh": "", "carbon_source": ""}  # fmt: skip
+        finish_round(round_index, r.run, r.recipe, r.cfg, r.state, masks[j], to_cpu(alone(j).state_dict()),
+                     curves[j], cost, captured[j])  # fmt: skip
+
+
+def _split_optimizer_state(state: dict, count: int) -> list[dict]:
+    """Per-replicate optimiser states from the stacked one (elementwise state sliced; step counts shared)."""
+
+    def part(value, j):
+        return value[j].clone() if torch.is_tensor(value) and value.dim() > 0 else value
+
+    return [
+        {
+            "state": {i: {key: part(v, j) for key, v in s.items()} for i, s in state["state"].items()},
+            "param_groups": state["param_groups"],
+        }  # fmt: skip
+        for j in range(count)
+    ]
+
+
+def _stack_optimizer_states(states: list[dict], optimizer: torch.optim.Optimizer) -> dict:
+    merged = {"param_groups": optimizer.state_dict()["param_groups"], "state": {}}
+    for index, first in states[0]["state"].items():
+        merged["state"][index] = {
+            key: _stack([s["state"][index][key] for s in states]) if torch.is_tensor(v) and v.dim() > 0 else v
+            for key, v in first.items()
+        }
+    return merged
+
+
+def run_lines_batched(script: str, lines: list[list[str]], quiet: bool = False) -> list:
+    """`lth batch`: the runs of an image family's entry script named by `lines` (one list of flags each), trained
+    together. Lines that name finished runs are skipped; every other run's lease is held throughout."""
+    import contextlib
+
+    from lth.arguments import resolve_device
+    from lth.experiment import configure_threads, imp_settings_of, seed_everything
+    from lth.sweep import load_script
+
+    module = load_script(script)
+    settings = [module.parse_args(argv) for argv in lines]
+    keys = {batch_key(s) for s in settings}
+    if len(keys) > 1:
+        raise UserError("the lines differ in more than seed, trial, run type and IMP mode; they cannot share a batch")
+    runs = [RunDirectory(s.output_dir, s) for s in settings]
+    todo = [(s, run) for s, run in zip(settings, runs, strict=True) if not is_finished(run.path)]
+    for run in runs:
+        if is_finished(run.path):
+            print(f"{run.path}: finished earlier; nothing to do")
+    if not todo:
+        return [run.path for run in runs]
+    configure_threads()
+    device = resolve_device(todo[0][0].device)
+    with contextlib.ExitStack() as stack:
+        replicates = []
+        for s, run in todo:
+            stack.enter_context(run)  # the lease before the data loads
+            seed_everything(s.seed)
+            data = module.load_data(s.data_dir, device, s.seed)
+            seed_everything(s.seed)
+            extra = {"extra_columns": {"trial": s.trial}} if hasattr(s, "trial") else {}
+            replicates.append(Replicate(run, module.build_recipe(s, data, device), imp_settings_of(s, **extra)))
+        print(f"training {len(replicates)} runs batched on {device}: " + ", ".join(r.run.name for r in replicates))
+        run_imp_batched(replicates, quiet=todo[0][0].quiet)
+    return [run.path for run in runs]
+
+
+def batch_key(settings) -> str:
+    """What runs sharing a batch must agree on: every setting but seeds, run type and IMP mode, and where they run."""
+    condition = {k: v for k, v in settings.condition().items() if k not in ("run_type", "imp_mode")}
+    where = (settings.output_dir, settings.data_dir, settings.device)
+    return repr((sorted(condition.items()), where))

@@ -1,0 +1,154 @@
+"""Runs trained batched are faithful to the same runs trained alone."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from imp_fixtures import DIGITS, FixtureSettings, digits_recipe
+
+from lth.batched import Replicate, run_imp_batched
+from lth.batches import ShuffledBatches
+from lth.errors import UserError
+from lth.imp import IMPSettings, run_imp
+from lth.masks import Mask
+from lth.results import RunDirectory, read_csv_rows
+
+RUNS = [(3, "winning_ticket", "iterative"), (4, "random_reinit", "iterative"), (5, "random_prune", "oneshot"),
+        (6, "winning_ticket", "oneshot")]  # fmt: skip
+
+
+def job(root, seed, run_type, mode, eval_every=10, iterations=40, rounds=2):
+    recipe = digits_recipe(iterations=iterations, eval_every=eval_every)
+    recipe.batches = ShuffledBatches(DIGITS.train_x, DIGITS.train_y, 32, seed=seed)  # each run's own data order
+    cfg = IMPSettings(rounds=rounds, seed=seed, mode=mode, run_type=run_type)
+    settings = FixtureSettings(name="b", seed=seed, run_type=run_type, imp_mode=mode)
+    return RunDirectory(root, settings), recipe, cfg
+
+
+def alone(root, *spec, **kw):
+    run, recipe, cfg = job(root, *spec, **kw)
+    with run:
+        run_imp(run, recipe, cfg, quiet=True)
+    return run
+
+
+def batched(root, specs, **kw):
+    jobs = [job(root, *spec, **kw) for spec in specs]
+    for run, _, _ in jobs:
+        run.open()
+    try:
+        run_imp_batched([Replicate(run, recipe, cfg) for run, recipe, cfg in jobs], quiet=True)
+    finally:
+        for run, _, _ in jobs:
+            run.close()
+    return [run for run, _, _ in jobs]
+
+
+def masks_per_round(run) -> Mask:
+    return Mask.from_state_dict(run.load_state()["mask"])
+
+
+def test_batched_runs_match_runs_trained_alone(tmp_path):
+    together = batched(tmp_path / "batched", RUNS)
+    for spec, run in zip(RUNS, together, strict=True):
+        reference = alone(tmp_path / "alone", *spec)
+        a, b = read_csv_rows(reference.rounds_csv), read_csv_rows(run.rounds_csv)
+        assert [r["weights_remaining_pct"] for r in a] == [r["weights_remaining_pct"] for r in b], "exact sparsity"
+        assert masks_per_round(reference).equals(masks_per_round(run)), "the same mask after the last round"
+        for x, y in zip(read_csv_rows(reference.curve_csv), read_csv_rows(run.curve_csv), strict=True):
+            for column in ("train_loss", "val_loss", "test_accuracy"):
+                if x[column] != "nan":
+                    assert float(y[column]) == pytest.approx(float(x[column]), rel=1e-4), (spec, column)
+        assert (run.path / "batched.json").exists() and (run.path / "finished").exists()
+
+
+def test_per_iteration_losses_agree_over_the_first_50_iterations(tmp_path):
+    spec = RUNS[0]
+    reference = alone(tmp_path / "alone", *spec, eval_every=1, iterations=50, rounds=0)
+    (run, *_) = batched(tmp_path / "batched", [spec, RUNS[1], RUNS[2]], eval_every=1, iterations=50, rounds=0)
+    a = [float(r["train_loss"]) for r in read_csv_rows(reference.curve_csv)[1:]]
+    b = [float(r["train_loss"]) for r in read_csv_rows(run.curve_csv)[1:]]
+    assert len(a) == 50 and b == pytest.approx(a, rel=1e-4)
+
+
+def test_a_replicate_does_not_depend_on_which_others_share_its_batch(tmp_path):
+    first = batched(tmp_path / "one", [RUNS[0], RUNS[1]])[0]
+    second = batched(tmp_path / "two", [RUNS[0], RUNS[2], RUNS[3]])[0]
+    assert masks_per_round(first).equals(masks_per_round(second))
+    a, b = read_csv_rows(first.curve_csv), read_csv_rows(second.curve_csv)
+    assert [float(r["val_loss"]) for r in a] == pytest.approx([float(r["val_loss"]) for r in b], rel=1e-6)
+
+
+def test_a_batched_run_is_never_continued_alone_and_is_finished_for_everyone(tmp_path):
+    (run, *_) = batched(tmp_path, [RUNS[0], RUNS[1]])
+    again = alone(tmp_path, *RUNS[0])  # finished: nothing to do
+    assert again.path == run.path
+    (run.path / "finished").unlink()
+    with pytest.raises(UserError, match="batched"):
+        alone(tmp_path, *RUNS[0])
+
+
+def test_batchnorm_and_dropout_networks_are_refused():
+    from torch import nn
+
+    recipe = digits_recipe()
+    recipe.model_factory = lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 10), nn.Dropout(0.5))
+    with pytest.raises(UserError, match="dropout"):
+        from lth.batched import check_batchable
+
+        check_batchable([Replicate(None, recipe, IMPSettings(rounds=1, seed=0))])
+    assert torch.is_tensor(DIGITS.train_x)
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("die_at", [5, 9])
+def test_a_killed_batched_job_resumes_to_identical_results(tmp_path, die_at):
+    from imp_fixtures import csv_without_wall_time
+
+    reference = batched(tmp_path / "ref", RUNS[:3], eval_every=10)
+    jobs = [job(tmp_path / "killed", *spec, eval_every=10) for spec in RUNS[:3]]
+    for _, recipe, _ in jobs:
+        recipe.schedule.checkpoint_every = 20
+    calls = {"n": 0}
+    original = jobs[0][1].evaluate
+
+    def evaluate_then_die(model):
+        calls["n"] += 1
+        if calls["n"] == die_at:  # inside round 0 after its checkpoint at 20 (5), or inside round 1 (9)
+            raise Interrupt
+        return original(model)
+
+    jobs[0][1].evaluate = evaluate_then_die
+    for run, _, _ in jobs:
+        run.open()
+    with pytest.raises(Interrupt):
+        run_imp_batched([Replicate(run, recipe, cfg) for run, recipe, cfg in jobs], quiet=True)
+    for run, _, _ in jobs:
+        run.close()
+    resumed = batched(tmp_path / "killed", RUNS[:3], eval_every=10)
+    for a, b in zip(reference, resumed, strict=True):
+        assert csv_without_wall_time(a.rounds_csv) == csv_without_wall_time(b.rounds_csv)
+        assert a.curve_csv.read_bytes() == b.curve_csv.read_bytes()
+
+
+def test_sweep_batch_groups_lines_and_trains_them_together(tmp_path, capsys):
+    from conftest import REPO, require_data, tiny_mnist
+
+    from lth.cli import main as lth
+
+    tiny_mnist(tmp_path / "data", require_data("MNIST/raw"))
+    common = f"--iterations 30 --eval_every 15 --rounds 1 --quiet --device cpu --data_dir {tmp_path / 'data'} --output_dir {tmp_path / 'runs'}"
+    config = tmp_path / "configs.txt"
+    config.write_text(f"--trial 0 {common}\n--trial 1 --random_reinit {common}\n--trial 0 --lr 0.01 {common}\n")
+    script = str(REPO / "Lenet-300-100" / "main.py")
+    with pytest.raises(SystemExit) as done:
+        lth(["sweep", str(config), "--script", script, "--batch"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert "3 lines in 2 batch(es)" in out, "the --lr 0.01 line is another condition: its own unit"
+    runs = sorted((tmp_path / "runs").iterdir())
+    assert len(runs) == 3 and all((run / "finished").exists() for run in runs)
+    assert sum((run / "batched.json").exists() for run in runs) == 2
