@@ -14,6 +14,7 @@ from plotter import plot_results
 from settings import ConvSettings
 from trainer import build_recipe
 
+from lth.batched import main_or_batch
 from lth.errors import user_facing
 from lth.experiment import imp_settings_of, run_experiment
 
@@ -28,6 +29,11 @@ def run_directory(settings: ConvSettings) -> Path:
 
 @user_facing
 def main(argv=None) -> None:
+    """One run; several named at once (e.g. --trial 0 1 2 --run_type winning_ticket random_reinit) train batched."""
+    main_or_batch(__file__, argv, run_one)
+
+
+def run_one(argv=None) -> None:
     settings = parse_args(argv)
     if settings.plot:
         for path in plot_results(settings.output_dir):

@@ -12,6 +12,7 @@ from data import load_data
 from settings import LenetSettings
 from trainer import build_recipe
 
+from lth.batched import main_or_batch
 from lth.errors import user_facing
 from lth.experiment import imp_settings_of, run_experiment
 
@@ -26,6 +27,11 @@ def run_directory(settings: LenetSettings) -> Path:
 
 @user_facing
 def main(argv=None) -> None:
+    """One run; several named at once (e.g. --trial 0 1 2 --run_type winning_ticket random_reinit) train batched."""
+    main_or_batch(__file__, argv, run_one)
+
+
+def run_one(argv=None) -> None:
     settings = parse_args(argv)
     imp = imp_settings_of(settings, extra_columns={"trial": settings.trial})
     run_experiment(settings, load_data, build_recipe, imp)

@@ -17,6 +17,7 @@ from data import load_data
 from settings import DenseSettings, VGGSettings
 from trainer import build_recipe
 
+from lth.batched import main_or_batch
 from lth.errors import UserError, user_facing
 from lth.experiment import imp_settings_of, run_experiment
 from lth.imp import IMPSettings, start_from_dense
@@ -67,6 +68,11 @@ def dense_round_source(args: VGGSettings, settings: IMPSettings):
 
 @user_facing
 def main(argv=None) -> None:
+    """One run; several named at once (e.g. --seed 0 1 2 --run_type winning_ticket random_reinit) train batched."""
+    main_or_batch(__file__, argv, run_one)
+
+
+def run_one(argv=None) -> None:
     args = parse_args(argv)
     settings = imp_settings_of(args)
     settings.initial_state = dense_round_source(args, settings)

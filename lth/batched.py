@@ -321,3 +321,43 @@ def batch_key(settings) -> str:
     condition = {k: v for k, v in settings.condition().items() if k not in ("run_type", "imp_mode")}
     where = (settings.output_dir, settings.data_dir, settings.device)
     return repr((sorted(condition.items()), where))
+
+
+SEVERAL = ("--seed", "--trial", "--run_type", "--imp_mode", "--mode")  # flags an entry script takes several of
+
+
+def several_runs(argv: list[str] | None) -> list[list[str]] | None:
+    """An entry script's command line naming several runs at once, e.g. `--trial 0 1 2 --run_type winning_ticket
+    random_reinit`, as one command line per run (their cross product); None for a command line of one run."""
+    import itertools
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    choices: list[tuple[str, list[str]]] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in SEVERAL:
+            values = []
+            i += 1
+            while i < len(argv) and not argv[i].startswith("--"):
+                values.append(argv[i])
+                i += 1
+            choices.append((argv[i - len(values) - 1], values))
+        else:
+            rest.append(argv[i])
+            i += 1
+    if all(len(values) <= 1 for _, values in choices):
+        return None
+    return [
+        rest + [item for (flag, _), value in zip(choices, combination, strict=True) for item in (flag, value)]
+        for combination in itertools.product(*(values for _, values in choices))
+    ]
+
+
+def main_or_batch(script: str, argv: list[str] | None, main) -> None:
+    """Entry scripts: several runs named at once train batched; one run goes to the script's own main."""
+    lines = several_runs(argv)
+    if lines is None:
+        return main(argv)
+    return run_lines_batched(script, lines)

@@ -152,3 +152,22 @@ def test_sweep_batch_groups_lines_and_trains_them_together(tmp_path, capsys):
     runs = sorted((tmp_path / "runs").iterdir())
     assert len(runs) == 3 and all((run / "finished").exists() for run in runs)
     assert sum((run / "batched.json").exists() for run in runs) == 2
+
+
+def test_entry_scripts_name_several_runs_at_once_and_train_them_batched(tmp_path):
+    from conftest import family_module, require_data, tiny_mnist
+
+    from lth.batched import several_runs
+
+    assert several_runs(["--trial", "0", "--lr", "0.1"]) is None
+    lines = several_runs(["--trial", "0", "1", "--iterations", "5", "--run_type", "winning_ticket", "random_reinit"])
+    assert sorted(map(tuple, lines)) == sorted(
+        ("--iterations", "5", "--trial", t, "--run_type", r) for t in "01" for r in ("winning_ticket", "random_reinit")
+    )
+    tiny_mnist(tmp_path / "data", require_data("MNIST/raw"))
+    main = family_module("Lenet-300-100", "main")
+    main.main(["--trial", "0", "1", "--mode", "iterative", "oneshot", "--iterations", "30", "--eval_every", "15",
+               "--rounds", "1", "--quiet", "--device", "cpu", "--data_dir", str(tmp_path / "data"),
+               "--output_dir", str(tmp_path / "runs")])  # fmt: skip
+    runs = sorted((tmp_path / "runs").iterdir())
+    assert len(runs) == 4 and all((r / "finished").exists() and (r / "batched.json").exists() for r in runs)
