@@ -15,8 +15,9 @@ if every run of the batch holds progress of the same round and iteration (else t
 start, which gives the same results: everything in a round follows from its start). A run is never resumed by the
 other path: progress or state written batched is refused by `run_imp`, and the other way round.
 
-Not batched (refused with a clear line): networks with BatchNorm (each replicate would need running statistics of
-its own) or active dropout (its draws would depend on which replicates share the batch).
+BatchNorm: each replicate keeps running statistics of its own (its buffers are stacked like its parameters and
+updated inside the batched forward pass). Not batched: networks with active dropout (its draws would depend on
+which replicates share the batch); `lth batch` then trains them one after another, saying so.
 """
 
 from __future__ import annotations
@@ -51,8 +52,6 @@ class Replicate:
 def check_batchable(replicates: list[Replicate]) -> None:
     first = replicates[0]
     model = first.recipe.model_factory()
-    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-        raise UserError(f"{first.recipe.arch} has BatchNorm: its runs cannot be trained batched; run them one by one")
     if any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules()):
         raise UserError(f"{first.recipe.arch} uses dropout: its runs cannot be trained batched; run them one by one")
     for other in replicates[1:]:
@@ -121,7 +120,7 @@ def _batched_round(round_index: int, replicates: list[Replicate], quiet: bool) -
     k = replicates[0].cfg.rewind_iteration
     model = recipe.model_factory().to(device)  # the shape the stacked parameters are called with
     names = [n for n, _ in model.named_parameters()]
-    buffers = {n: b for n, b in model.named_buffers()}
+    buffer_names = [n for n, _ in model.named_buffers()]
     masks, weights = [], []
     progress = [r.run.load_progress() for r in replicates]
     resumable = all(
@@ -140,6 +139,7 @@ def _batched_round(round_index: int, replicates: list[Replicate], quiet: bool) -
             masks.append(mask)
             weights.append({n: start[n] * mask[n] if n in mask.layers else start[n] for n in start})
     stacked = _Stacked(names, weights, device)
+    buffers = {n: _stack([w[n] for w in weights]).to(device) for n in buffer_names}  # BatchNorm statistics
     optimizer = recipe.make_optimizer(stacked)
     if resumable:
         optimizer.load_state_dict(_stack_optimizer_states([p["loop"]["optimizer"] for p in progress], optimizer))
@@ -163,14 +163,19 @@ def _batched_round(round_index: int, replicates: list[Replicate], quiet: bool) -
     elapsed = [p["elapsed"] if resumable else 0.0 for p in progress]
     began = time.perf_counter()
 
-    def forward(params: dict, x: torch.Tensor) -> torch.Tensor:
+    def forward(params: dict, buffers: dict, x: torch.Tensor) -> torch.Tensor:
         return functional_call(model, (params, buffers), (x,))
 
     batched_forward = vmap(forward)
 
     def alone(index: int) -> nn.Module:
         single = recipe.model_factory().to(device)
-        single.load_state_dict({**{n: p[index].detach() for n, p in stacked.as_dict().items()}, **buffers})
+        single.load_state_dict(
+            {
+                **{n: p[index].detach() for n, p in stacked.as_dict().items()},
+                **{n: b[index] for n, b in buffers.items()},
+            }
+        )
         return single
 
     def record(at: int) -> None:
@@ -192,7 +197,7 @@ def _batched_round(round_index: int, replicates: list[Replicate], quiet: bool) -
                     "mask": masks[j].state_dict(),
                     "loop": {
                         "iteration": iteration,
-                        "model": {n: p[j].detach().cpu().clone() for n, p in stacked.as_dict().items()},
+                        "model": to_cpu(alone(j).state_dict()),
                         "optimizer": states[j],
                         "curve": list(curves[j]),
                         "loss_sum": loss_sums[j].detach().cpu().clone(),
@@ -231,7 +236,8 @@ def _batched_round(round_index: int, replicates: list[Replicate], quiet: bool) -
             batches = [r.recipe.batches(iteration) for r in replicates]
             x = _stack([b[0] for b in batches])
             y = _stack([b[1] for b in batches])
-            logits = batched_forward(stacked.as_dict(), x)
+            model.train()
+            logits = batched_forward(stacked.as_dict(), buffers, x)
             losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(len(replicates), -1)
             losses = losses.mean(dim=1)
             optimizer.zero_grad(set_to_none=True)
@@ -294,6 +300,12 @@ def run_lines_batched(script: str, lines: list[list[str]], quiet: bool = False) 
     if len(keys) > 1:
         raise UserError("the lines differ in more than seed, trial, run type and IMP mode; they cannot share a batch")
     runs = [RunDirectory(s.output_dir, s) for s in settings]
+    reason = unbatchable(module.build_recipe, settings[0])
+    if reason is not None:
+        print(f"note: {reason}; training the {len(lines)} runs one after another", flush=True)
+        for argv in lines:
+            module.run_one(argv) if hasattr(module, "run_one") else module.main(argv)
+        return [run.path for run in runs]
     todo = [(s, run) for s, run in zip(settings, runs, strict=True) if not is_finished(run.path)]
     for run in runs:
         if is_finished(run.path):
@@ -314,6 +326,13 @@ def run_lines_batched(script: str, lines: list[list[str]], quiet: bool = False) 
         print(f"training {len(replicates)} runs batched on {device}: " + ", ".join(r.run.name for r in replicates))
         run_imp_batched(replicates, quiet=todo[0][0].quiet)
     return [run.path for run in runs]
+
+
+def unbatchable(build_recipe, settings) -> str | None:
+    """Why runs of these settings cannot share a batch (None: they can)."""
+    if getattr(settings, "dropout_rate", 0.0):
+        return "dropout draws would depend on which runs share the batch"
+    return None
 
 
 def batch_key(settings) -> str:

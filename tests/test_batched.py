@@ -88,7 +88,7 @@ def test_a_batched_run_is_never_continued_alone_and_is_finished_for_everyone(tmp
         alone(tmp_path, *RUNS[0])
 
 
-def test_batchnorm_and_dropout_networks_are_refused():
+def test_dropout_networks_are_refused():
     from torch import nn
 
     recipe = digits_recipe()
@@ -171,3 +171,24 @@ def test_entry_scripts_name_several_runs_at_once_and_train_them_batched(tmp_path
                "--output_dir", str(tmp_path / "runs")])  # fmt: skip
     runs = sorted((tmp_path / "runs").iterdir())
     assert len(runs) == 4 and all((r / "finished").exists() and (r / "batched.json").exists() for r in runs)
+
+
+@pytest.mark.slow
+def test_batchnorm_replicates_keep_their_own_statistics_and_match_vgg_alone(tmp_path):
+    from conftest import family_module
+    from test_resume_kill import random_cifar
+
+    random_cifar(tmp_path / "data")
+    main = family_module("VGG", "main")
+    common = ["--width", "0.0625", "--train_iterations", "8", "--eval_every", "4", "--rounds", "1", "--dense_dir",
+              "none", "--batch_size", "16", "--quiet", "--device", "cpu", "--data_dir", str(tmp_path / "data")]  # fmt: skip
+    main.main([*common, "--seed", "0", "1", "--output_dir", str(tmp_path / "batched")])
+    for seed in ("0", "1"):
+        main.run_one([*common, "--seed", seed, "--output_dir", str(tmp_path / "alone")])
+    for reference in sorted((tmp_path / "alone").iterdir()):
+        run = tmp_path / "batched" / reference.name
+        assert (run / "batched.json").exists()
+        a, b = read_csv_rows(reference / "curve.csv"), read_csv_rows(run / "curve.csv")
+        assert [float(r["val_loss"]) for r in b] == pytest.approx([float(r["val_loss"]) for r in a], rel=1e-4)
+        assert read_csv_rows(reference / "rounds.csv")[1]["weights_remaining_pct"] == read_csv_rows(
+            run / "rounds.csv")[1]["weights_remaining_pct"]  # fmt: skip
