@@ -61,14 +61,9 @@ def check_batchable(replicates: list[Replicate]) -> None:
             raise UserError(f"{other.run.name} and {first.run.name} differ in more than seed, run type and mode")
 
 
-def path_marker(run: RunDirectory) -> dict | None:
-    """How a run was being trained: {"batched": [names]} or None (alone)."""
-    path = run.path / "batched.json"
-    if not path.exists():
-        return None
-    import json
-
-    return json.loads(path.read_text())
+def started_alone(run: RunDirectory) -> bool:
+    """A run with saved state but no batched.json was being trained alone."""
+    return (run.path / "state.pt").exists() and not (run.path / "batched.json").exists()
 
 
 def run_imp_batched(replicates: list[Replicate], quiet: bool = False) -> None:
@@ -79,13 +74,11 @@ def run_imp_batched(replicates: list[Replicate], quiet: bool = False) -> None:
     check_batchable(replicates)
     names = sorted(r.run.name for r in replicates)
     for r in replicates:
-        marker = path_marker(r.run)
-        started_alone = marker is None and (r.run.path / "state.pt").exists()
-        if started_alone or (marker is not None and marker["batched"] != names):
+        if started_alone(r.run):
             raise UserError(
-                f"{r.run.path} was being trained {'alone' if started_alone else 'in another batch'}; "
-                "finish it the same way (a run is never continued by another training path)"
+                f"{r.run.path} was being trained alone; finish it alone (a run is never continued by another path)"
             )
+        # Any batch may continue a batched run: a replicate's results do not depend on its batch-mates.
         atomic_write_json(r.run.path / "batched.json", {"batched": names, "replicates": len(names)})
         r.state = r.run.load_state() or _new_state(r.recipe, r.cfg)
         provenance.record(r.run.path, r.recipe.device)
@@ -287,7 +280,8 @@ def _stack_optimizer_states(states: list[dict], optimizer: torch.optim.Optimizer
 
 def run_lines_batched(script: str, lines: list[list[str]], quiet: bool = False) -> list:
     """`lth batch`: the runs of an image family's entry script named by `lines` (one list of flags each), trained
-    together. Lines that name finished runs are skipped; every other run's lease is held throughout."""
+    together. Finished runs are skipped; runs started alone earlier, and runs that cannot share a batch (dropout),
+    are trained alone, saying so; every batched run's lease is held throughout."""
     import contextlib
 
     from lth.arguments import resolve_device
@@ -295,40 +289,41 @@ def run_lines_batched(script: str, lines: list[list[str]], quiet: bool = False) 
     from lth.sweep import load_script
 
     module = load_script(script)
+    run_alone = module.run_one if hasattr(module, "run_one") else module.main
     settings = [module.parse_args(argv) for argv in lines]
-    keys = {batch_key(s) for s in settings}
-    if len(keys) > 1:
+    if len({batch_key(s) for s in settings}) > 1:
         raise UserError("the lines differ in more than seed, trial, run type and IMP mode; they cannot share a batch")
     runs = [RunDirectory(s.output_dir, s) for s in settings]
-    reason = unbatchable(module.build_recipe, settings[0])
-    if reason is not None:
-        print(f"note: {reason}; training the {len(lines)} runs one after another", flush=True)
-        for argv in lines:
-            module.run_one(argv) if hasattr(module, "run_one") else module.main(argv)
-        return [run.path for run in runs]
-    todo = [(s, run) for s, run in zip(settings, runs, strict=True) if not is_finished(run.path)]
-    for run in runs:
+    reason = unbatchable(settings[0])
+    together, apart = [], []
+    for argv, s, run in zip(lines, settings, runs, strict=True):
         if is_finished(run.path):
             print(f"{run.path}: finished earlier; nothing to do")
-    if not todo:
-        return [run.path for run in runs]
-    configure_threads()
-    device = resolve_device(todo[0][0].device)
-    with contextlib.ExitStack() as stack:
-        replicates = []
-        for s, run in todo:
-            stack.enter_context(run)  # the lease before the data loads
-            seed_everything(s.seed)
-            data = module.load_data(s.data_dir, device, s.seed)
-            seed_everything(s.seed)
-            extra = {"extra_columns": {"trial": s.trial}} if hasattr(s, "trial") else {}
-            replicates.append(Replicate(run, module.build_recipe(s, data, device), imp_settings_of(s, **extra)))
-        print(f"training {len(replicates)} runs batched on {device}: " + ", ".join(r.run.name for r in replicates))
-        run_imp_batched(replicates, quiet=todo[0][0].quiet)
+        elif reason is not None or started_alone(run):
+            apart.append((argv, run))
+        else:
+            together.append((s, run))
+    if together:
+        configure_threads()
+        device = resolve_device(together[0][0].device)
+        with contextlib.ExitStack() as stack:
+            replicates = []
+            for s, run in together:
+                stack.enter_context(run)  # the lease before the data loads
+                seed_everything(s.seed)
+                data = module.load_data(s.data_dir, device, s.seed)
+                seed_everything(s.seed)
+                extra = {"extra_columns": {"trial": s.trial}} if hasattr(s, "trial") else {}
+                replicates.append(Replicate(run, module.build_recipe(s, data, device), imp_settings_of(s, **extra)))
+            print(f"training {len(replicates)} runs batched on {device}: " + ", ".join(r.run.name for r in replicates))
+            run_imp_batched(replicates, quiet=together[0][0].quiet)
+    for argv, run in apart:
+        print(f"{run.name}: {reason or 'started alone earlier'}; training it alone", flush=True)
+        run_alone(argv)
     return [run.path for run in runs]
 
 
-def unbatchable(build_recipe, settings) -> str | None:
+def unbatchable(settings) -> str | None:
     """Why runs of these settings cannot share a batch (None: they can)."""
     if getattr(settings, "dropout_rate", 0.0):
         return "dropout draws would depend on which runs share the batch"

@@ -48,10 +48,12 @@ def masks_per_round(run) -> Mask:
     return Mask.from_state_dict(run.load_state()["mask"])
 
 
-def test_batched_runs_match_runs_trained_alone(tmp_path):
-    together = batched(tmp_path / "batched", RUNS)
+@pytest.mark.parametrize("rounds", [1, 2])
+def test_batched_runs_match_runs_trained_alone(tmp_path, rounds):
+    """Every round's mask (the last mask of runs stopped after 1 and after 2 rounds), sparsity and curve."""
+    together = batched(tmp_path / "batched", RUNS, rounds=rounds)
     for spec, run in zip(RUNS, together, strict=True):
-        reference = alone(tmp_path / "alone", *spec)
+        reference = alone(tmp_path / "alone", *spec, rounds=rounds)
         a, b = read_csv_rows(reference.rounds_csv), read_csv_rows(run.rounds_csv)
         assert [r["weights_remaining_pct"] for r in a] == [r["weights_remaining_pct"] for r in b], "exact sparsity"
         assert masks_per_round(reference).equals(masks_per_round(run)), "the same mask after the last round"
@@ -192,3 +194,26 @@ def test_batchnorm_replicates_keep_their_own_statistics_and_match_vgg_alone(tmp_
         assert [float(r["val_loss"]) for r in b] == pytest.approx([float(r["val_loss"]) for r in a], rel=1e-4)
         assert read_csv_rows(reference / "rounds.csv")[1]["weights_remaining_pct"] == read_csv_rows(
             run / "rounds.csv")[1]["weights_remaining_pct"]  # fmt: skip
+
+
+def test_a_run_started_alone_is_continued_alone_when_its_line_joins_a_batch(tmp_path, capsys):
+    from conftest import REPO, require_data, tiny_mnist
+
+    from lth.batched import run_lines_batched
+
+    tiny_mnist(tmp_path / "data", require_data("MNIST/raw"))
+    common = ["--iterations", "30", "--eval_every", "15", "--quiet", "--device", "cpu", "--data_dir",
+              str(tmp_path / "data"), "--output_dir", str(tmp_path / "runs")]  # fmt: skip
+    script = str(REPO / "Lenet-300-100" / "main.py")
+    from conftest import family_module
+
+    main = family_module("Lenet-300-100", "main")
+    main.run_one([*common, "--trial", "0", "--rounds", "1"])
+    state = next((tmp_path / "runs").iterdir()) / "state.pt"
+    (state.parent / "finished").unlink()  # as if stopped after its rounds: state saved, trained alone
+    run_lines_batched(script, [[*common, "--trial", t, "--rounds", "1"] for t in ("0", "1", "2")])
+    out = capsys.readouterr().out
+    assert "started alone earlier; training it alone" in out and "training 2 runs batched" in out
+    runs = sorted((tmp_path / "runs").iterdir())
+    assert [(r / "batched.json").exists() for r in runs] == [False, True, True]
+    assert all((r / "finished").exists() for r in runs)
