@@ -80,7 +80,13 @@ def run_imp_batched(replicates: list[Replicate], quiet: bool = False) -> None:
             )
         # Any batch may continue a batched run: a replicate's results do not depend on its batch-mates.
         atomic_write_json(r.run.path / "batched.json", {"batched": names, "replicates": len(names)})
-        r.state = r.run.load_state() or _new_state(r.recipe, r.cfg)
+        r.state = r.run.load_state()
+        if r.state is None and r.cfg.initial_state is not None:  # e.g. VGG's dense round trained by train.py
+            r.state = r.cfg.initial_state()
+            r.run.save_state(r.state)
+            r.run.write_results(r.state["rows"], r.state["curve"], r.recipe.round_columns, r.recipe.curve_columns)
+        if r.state is None:
+            r.state = _new_state(r.recipe, r.cfg)
         provenance.record(r.run.path, r.recipe.device)
     rounds = replicates[0].cfg.rounds
     for round_index in tqdm(range(rounds + 1), desc=f"{len(replicates)} runs batched", unit="round", disable=quiet):
@@ -314,7 +320,10 @@ def run_lines_batched(script: str, lines: list[list[str]], quiet: bool = False) 
                 data = module.load_data(s.data_dir, device, s.seed)
                 seed_everything(s.seed)
                 extra = {"extra_columns": {"trial": s.trial}} if hasattr(s, "trial") else {}
-                replicates.append(Replicate(run, module.build_recipe(s, data, device), imp_settings_of(s, **extra)))
+                cfg = imp_settings_of(s, **extra)
+                if hasattr(module, "dense_round_source"):  # VGG: round 0 from train.py's dense run, as alone
+                    cfg.initial_state = module.dense_round_source(s, cfg)
+                replicates.append(Replicate(run, module.build_recipe(s, data, device), cfg))
             print(f"training {len(replicates)} runs batched on {device}: " + ", ".join(r.run.name for r in replicates))
             run_imp_batched(replicates, quiet=together[0][0].quiet)
     for argv, run in apart:

@@ -93,7 +93,12 @@ def array_job_script(
     ]
     return (
         "\n".join(
-            ["#!/bin/bash", f"# {runs} runs of {config.name}; written by `lth sweep --submit {system}`", *head, *body]
+            [
+                "#!/bin/bash",
+                f"# {runs} {'batches of runs' if batch else 'runs'} of {config.name}; written by `lth sweep --submit {system}`",
+                *head,
+                *body,
+            ]
         )
         + "\n"
     )

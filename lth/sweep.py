@@ -49,6 +49,10 @@ def batch_units(module: ModuleType, folder: Path, lines: list[ConfigLine], direc
     """Lines that differ only in seed, trial, run type or IMP mode, grouped: each group is one unit of work."""
     from lth.batched import batch_key
 
+    if not all(hasattr(module, name) for name in ("load_data", "build_recipe")):
+        raise UserError(
+            f"--batch: {Path(module.__file__).name} is not an image family's IMP entry script; use --per_device N instead"
+        )
     groups: dict[str, list[tuple[ConfigLine, Path]]] = {}
     previous = os.getcwd()
     os.chdir(folder)
