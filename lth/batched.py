@@ -22,6 +22,7 @@ which replicates share the batch); `lth batch` then trains them one after anothe
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -157,7 +158,7 @@ def _batched_round(round_index: int, replicates: list[Replicate], quiet: bool) -
     started_at = k if round_index > 0 else 0
     iteration = progress[0]["loop"]["iteration"] if resumable else started_at
     schedule = recipe.schedule
-    points = set(range(started_at, schedule.iterations + 1, schedule.eval_every)) | {started_at, schedule.iterations}
+    points = set(dataclasses.replace(schedule, start_iteration=started_at).evaluation_points())
     recorded = {row["iteration"] for row in curves[0]}
     elapsed = [p["elapsed"] if resumable else 0.0 for p in progress]
     began = time.perf_counter()
