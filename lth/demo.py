@@ -7,6 +7,7 @@ on a validation split), writes the CSVs and draws the Figure-4-style comparison.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -41,6 +42,10 @@ def run_demo(
     output_dir: str | Path = "lth-demo", rounds: int = 10, iterations: int = 500, seeds: tuple[int, ...] = (0, 1)
 ) -> Path:
     output_dir = Path(output_dir)
+    if "OMP_NUM_THREADS" not in os.environ:
+        # A 64-100-50-10 MLP gains nothing from a second thread, and on a busy machine two threads spin against
+        # the other processes (measured: 8 s with one thread, 2 min with two, while two other jobs ran).
+        torch.set_num_threads(1)
     for seed in seeds:
         data = load_digits(seed=seed)
         for run_type in ("winning_ticket", "random_reinit"):
