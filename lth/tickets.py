@@ -36,7 +36,6 @@ from lth.storage import CheckpointLoadError, atomic_torch_save, load_checkpoint
 TICKET_FORMAT = "lth-bert-ticket"
 TICKET_VERSION = 1
 HEAD_PREFIX = "classifier."
-EARLIER_BASE_MODEL = "bert-base-uncased"  # the earlier study's model (its files of other shapes are named by them)
 # How BERT/model.py spells the packaged MiniLM-L6-H384 (its OFFLINE_MODEL_ALIAS): tickets made with
 # `--model_name_or_path minilm` record this name, so an earlier file of MiniLM's shapes must too.
 MINILM_BASE_MODEL = "minilm"
