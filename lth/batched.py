@@ -16,8 +16,10 @@ start, which gives the same results: everything in a round follows from its star
 other path: progress or state written batched is refused by `run_imp`, and the other way round.
 
 BatchNorm: each replicate keeps running statistics of its own (its buffers are stacked like its parameters and
-updated inside the batched forward pass). Not batched: networks with active dropout (its draws would depend on
-which replicates share the batch); `lth batch` then trains them one after another, saying so.
+updated inside the batched forward pass). Dropout: each replicate draws its masks from a generator of its own,
+seeded and consumed as its run's global RNG is when trained alone, so on a CPU the masks are the ones it would
+draw alone and never depend on its batch-mates (on a GPU torch's fused dropout kernel draws other numbers from
+the same distribution).
 """
 
 from __future__ import annotations
@@ -33,13 +35,23 @@ from torch.func import functional_call, vmap
 from tqdm.auto import tqdm
 
 from lth import provenance
+from lth.energy import Reading, meter_for
 from lth.errors import UserError
-from lth.imp import IMPRecipe, IMPSettings, _new_state, _prepare_round, finish_round
+from lth.imp import (
+    IMPRecipe,
+    IMPSettings,
+    _new_state,
+    _prepare_round,
+    capture_weights,
+    finish_round,
+    new_captures,
+    transformation_seed,
+)
 from lth.masks import Mask
 from lth.results import RunDirectory, is_finished
-from lth.rewinding import to_cpu
-from lth.stopping import StopRequested, stop_requested
+from lth.rewinding import derived_seed, to_cpu
 from lth.storage import atomic_write_json, atomic_write_text
+from lth.training import run_schedule, set_learning_rate
 
 
 @dataclass
@@ -52,9 +64,6 @@ class Replicate:
 
 def check_batchable(replicates: list[Replicate]) -> None:
     first = replicates[0]
-    model = first.recipe.model_factory()
-    if any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules()):
-        raise UserError(f"{first.recipe.arch} uses dropout: its runs cannot be trained batched; run them one by one")
     for other in replicates[1:]:
         if other.recipe.arch != first.recipe.arch or other.recipe.schedule != first.recipe.schedule:
             raise UserError(f"{other.run.name} and {first.run.name} differ in more than seed, run type and mode")
@@ -114,10 +123,66 @@ class _Stacked(nn.Module):
         return dict(zip(self.names, self.stacked, strict=True))
 
 
+class _DrawnDropout(nn.Module):
+    """Dropout whose keep-mask comes from outside the batched forward pass, drawn by the replicate's own
+    generator: `x * noise`, where noise is bernoulli(1 - p) / (1 - p), as torch's CPU dropout computes it."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+        self.noise: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.noise is None or not self.training else x * self.noise
+
+
+class _ReplicateDropout:
+    """Each replicate's dropout draws from a generator of its own, seeded per round as its run's global RNG is when
+    trained alone, and drawn in the same order (layer by layer in forward order, step by step), so on a CPU a
+    replicate sees the masks it would see alone, whatever shares its batch."""
+
+    def __init__(self, model: nn.Module, example: torch.Tensor, seeds: list[int], states: list | None, device):
+        for name, module in list(model.named_modules()):
+            if isinstance(module, nn.Dropout) and module.p > 0:
+                model.set_submodule(name, _DrawnDropout(module.p))
+        self.layers: list[tuple[_DrawnDropout, torch.Size]] = []  # in the order the forward pass calls them
+        hooks = [
+            m.register_forward_pre_hook(lambda m, args: self.layers.append((m, args[0].shape)))
+            for m in model.modules()
+            if isinstance(m, _DrawnDropout)
+        ]
+        with torch.no_grad():
+            model.train()(example)
+        for hook in hooks:
+            hook.remove()
+        self.device = device
+        self.generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
+        for generator, state in zip(self.generators, states or [], strict=False):
+            generator.set_state(state)
+
+    def draw(self) -> list[torch.Tensor]:
+        """One step's noise, per layer stacked over replicates."""
+        noises = []
+        for module, shape in self.layers:
+            keep = 1.0 - module.p
+            noises.append(
+                _stack(
+                    [
+                        torch.empty(shape, device=self.device).bernoulli_(keep, generator=g).div_(keep)
+                        for g in self.generators
+                    ]
+                )  # fmt: skip
+            )
+        return noises
+
+    def states(self) -> list[torch.Tensor]:
+        return [g.get_state() for g in self.generators]
+
+
 def _batched_round(round_index: int, replicates: list[Replicate], quiet: bool) -> None:
     recipe = replicates[0].recipe
+    count = len(replicates)
     device = torch.device(recipe.device)
-    k = replicates[0].cfg.rewind_iteration
     model = recipe.model_factory().to(device)  # the shape the stacked parameters are called with
     names = [n for n, _ in model.named_parameters()]
     buffer_names = [n for n, _ in model.named_buffers()]
@@ -130,8 +195,10 @@ def _batched_round(round_index: int, replicates: list[Replicate], quiet: bool) -
         and p["loop"]["iteration"] == progress[0]["loop"]["iteration"]
         for p in progress
     )
+    if not resumable:
+        progress = [None] * count
     for r, p in zip(replicates, progress, strict=True):
-        if resumable:
+        if p is not None:
             masks.append(Mask.from_state_dict(p["mask"]))
             weights.append(p["loop"]["model"])
         else:
@@ -144,26 +211,33 @@ def _batched_round(round_index: int, replicates: list[Replicate], quiet: bool) -
     if resumable:
         optimizer.load_state_dict(_stack_optimizer_states([p["loop"]["optimizer"] for p in progress], optimizer))
     mask_stack = {n: _stack([m[n] for m in masks]).to(device) for n in masks[0].layers}
-    loss_sums = (
-        _stack([p["loop"]["loss_sum"] for p in progress]).to(device)
-        if resumable
-        else torch.zeros(len(replicates), device=device)
+    dropout = _ReplicateDropout(
+        model,
+        recipe.batches(0)[0],
+        [derived_seed(transformation_seed(r.cfg), 3, round_index) for r in replicates],
+        [p["dropout_rng"] for p in progress] if resumable else None,
+        device,
     )
+    loss_sums = (_stack([p["loop"]["loss_sum"] for p in progress]) if resumable else torch.zeros(count)).to(device)
     loss_count = progress[0]["loop"]["loss_count"] if resumable else 0
-    curves = [list(p["loop"]["curve"]) for p in progress] if resumable else [[] for _ in replicates]
-    captured = [
-        {"rewind": p.get("rewind"), "snapshots": {}} if resumable else {"rewind": None, "snapshots": {}}
-        for p in progress
-    ]
-    started_at = k if round_index > 0 else 0
-    iteration = progress[0]["loop"]["iteration"] if resumable else started_at
-    schedule = recipe.schedule
-    points = set(dataclasses.replace(schedule, start_iteration=started_at).evaluation_points())
-    recorded = {row["iteration"] for row in curves[0]}
-    elapsed = [p["elapsed"] if resumable else 0.0 for p in progress]
+    curves = [list(p["loop"]["curve"]) if p else [] for p in progress]
+    captured = [new_captures(p) for p in progress]
+    elapsed = [p["elapsed"] if p else 0.0 for p in progress]
+    spent = [Reading(p.get("energy_kwh", 0.0), p.get("co2_kg", 0.0)) if p else Reading(0.0, 0.0) for p in progress]
+    meter = meter_for(replicates[0].run.settings)
+    schedule = dataclasses.replace(
+        recipe.schedule, start_iteration=replicates[0].cfg.rewind_iteration if round_index else 0
+    )
+    meter.start()
     began = time.perf_counter()
 
-    def forward(params: dict, buffers: dict, x: torch.Tensor) -> torch.Tensor:
+    def energy_so_far(final: bool = False) -> list[Reading]:
+        lap = meter.stop() if final else meter.lap()
+        return [s.add(lap, share=1.0 / count) for s in spent]  # the batch's energy, shared evenly
+
+    def forward(params: dict, buffers: dict, noises: list, x: torch.Tensor) -> torch.Tensor:
+        for (module, _), noise in zip(dropout.layers, noises, strict=True):
+            module.noise = noise
         return functional_call(model, (params, buffers), (x,))
 
     batched_forward = vmap(forward)
@@ -180,82 +254,76 @@ def _batched_round(round_index: int, replicates: list[Replicate], quiet: bool) -
 
     def record(at: int) -> None:
         nonlocal loss_sums, loss_count
-        for j, r in enumerate(replicates):
+        rows = []
+        for j, r in enumerate(replicates):  # all evaluated before any is kept: an interrupted evaluation keeps none
             row = {"iteration": at, "train_loss": (loss_sums[j].item() / loss_count) if loss_count else float("nan")}
-            row.update(r.recipe.evaluate(alone(j)))
-            curves[j].append(row)
-        loss_sums, loss_count = torch.zeros(len(replicates), device=device), 0
+            rows.append({**row, **r.recipe.evaluate(alone(j))})
+        for curve, row in zip(curves, rows, strict=True):
+            curve.append(row)
+        loss_sums, loss_count = torch.zeros(count, device=device), 0
 
-    def checkpoint() -> None:
-        states = _split_optimizer_state(optimizer.state_dict(), len(replicates))
-        now = time.perf_counter() - began
+    def checkpoint(at: int) -> None:
+        states = _split_optimizer_state(optimizer.state_dict(), count)
+        wall = (time.perf_counter() - began) / count
+        energy = energy_so_far()
         for j, r in enumerate(replicates):
+            loop = {"iteration": at, "model": to_cpu(alone(j).state_dict()), "optimizer": states[j],
+                    "curve": list(curves[j]), "loss_sum": loss_sums[j].detach().cpu().clone(), "loss_count": loss_count}  # fmt: skip
             r.run.save_progress(
                 {
                     "round": round_index,
                     "batched": True,
                     "mask": masks[j].state_dict(),
-                    "loop": {
-                        "iteration": iteration,
-                        "model": to_cpu(alone(j).state_dict()),
-                        "optimizer": states[j],
-                        "curve": list(curves[j]),
-                        "loss_sum": loss_sums[j].detach().cpu().clone(),
-                        "loss_count": loss_count,
-                    },
-                    "rewind": captured[j]["rewind"],
-                    "elapsed": elapsed[j] + now / len(replicates),
-                }
+                    "loop": loop,
+                    "dropout_rng": dropout.states()[j],
+                    **captured[j],
+                    "elapsed": elapsed[j] + wall,
+                    "energy_kwh": energy[j].energy_kwh,
+                    "co2_kg": energy[j].co2_kg,
+                }  # fmt: skip
             )
 
-    with tqdm(total=schedule.iterations - started_at, initial=iteration - started_at, desc=f"round {round_index}",
-              leave=False, disable=quiet, mininterval=1.0) as bar:  # fmt: skip
-        while True:
-            if iteration in points and iteration not in recorded:
-                record(iteration)
-                recorded.add(iteration)
-            if iteration >= schedule.iterations:
-                break
-            if (
-                schedule.checkpoint_every
-                and iteration > started_at
-                and (iteration - started_at) % schedule.checkpoint_every == 0
-                and not (resumable and iteration == progress[0]["loop"]["iteration"])
-            ):
-                checkpoint()
-            signal_name = stop_requested()
-            if signal_name is not None:
-                checkpoint()
-                raise StopRequested(signal_name, f"at iteration {iteration} of round {round_index}; progress saved")
-            if round_index == 0 and k > 0 and iteration == k:
-                for j in range(len(replicates)):
-                    captured[j]["rewind"] = to_cpu(alone(j).state_dict())
-            if recipe.lr_at is not None:
-                for group in optimizer.param_groups:
-                    group["lr"] = recipe.lr_at(iteration)
-            batches = [r.recipe.batches(iteration) for r in replicates]
-            x = _stack([b[0] for b in batches])
-            y = _stack([b[1] for b in batches])
-            model.train()
-            logits = batched_forward(stacked.as_dict(), buffers, x)
-            losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(len(replicates), -1)
-            losses = losses.mean(dim=1)
-            optimizer.zero_grad(set_to_none=True)
-            losses.sum().backward()
-            optimizer.step()
-            with torch.no_grad():
-                for name, param in stacked.as_dict().items():
-                    if name in mask_stack:
-                        param.mul_(mask_stack[name])
-            loss_sums += losses.detach()
-            loss_count += 1
-            iteration += 1
-            if iteration % 50 == 0:
-                bar.update(iteration - started_at - bar.n)
-    wall = (time.perf_counter() - began) / len(replicates)  # the batch's time, shared evenly
+    def before_step(at: int) -> None:
+        for j, r in enumerate(replicates):
+            capture_weights(round_index, at, r.cfg, captured[j], lambda j=j: to_cpu(alone(j).state_dict()))
+        set_learning_rate(optimizer, recipe.lr_at, at)
+
+    def step(at: int) -> None:
+        nonlocal loss_sums, loss_count
+        batches = [r.recipe.batches(at) for r in replicates]
+        x = _stack([b[0] for b in batches])
+        y = _stack([b[1] for b in batches])
+        model.train()
+        logits = batched_forward(stacked.as_dict(), buffers, dropout.draw(), x)
+        losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(count, -1).mean(dim=1)
+        optimizer.zero_grad(set_to_none=True)
+        losses.sum().backward()
+        optimizer.step()
+        with torch.no_grad():
+            for name, param in stacked.as_dict().items():
+                if name in mask_stack:
+                    param.mul_(mask_stack[name])
+        loss_sums += losses.detach()
+        loss_count += 1
+
+    run_schedule(
+        schedule,
+        progress[0]["loop"]["iteration"] if resumable else schedule.start_iteration,
+        {row["iteration"] for row in curves[0]},
+        step,
+        record,
+        checkpoint,
+        before_step,
+        resumed_at=progress[0]["loop"]["iteration"] if resumable else None,
+        description=f"round {round_index}",
+        progress=not quiet,
+    )
+    wall = (time.perf_counter() - began) / count  # the batch's time, shared evenly
+    energy = energy_so_far(final=True)
     for j, r in enumerate(replicates):
-        cost = {"wall_time_s": elapsed[j] + wall, "energy_kwh": "", "co2_kg": "",
-                "energy_method": "off (batched)", "carbon_intensity_g_per_kwh": "", "carbon_source": ""}  # fmt: skip
+        cost = {"wall_time_s": elapsed[j] + wall, **meter.columns(energy[j])}
+        if cost["energy_method"] and meter.available:
+            cost["energy_method"] += f"; shared evenly by {count} batched runs"
         finish_round(round_index, r.run, r.recipe, r.cfg, r.state, masks[j], to_cpu(alone(j).state_dict()),
                      curves[j], cost, captured[j])  # fmt: skip
 
@@ -287,8 +355,8 @@ def _stack_optimizer_states(states: list[dict], optimizer: torch.optim.Optimizer
 
 def run_lines_batched(script: str, lines: list[list[str]], quiet: bool = False) -> list:
     """`lth batch`: the runs of an image family's entry script named by `lines` (one list of flags each), trained
-    together. Finished runs are skipped; runs started alone earlier, and runs that cannot share a batch (dropout),
-    are trained alone, saying so; every batched run's lease is held throughout."""
+    together. Finished runs are skipped; runs started alone earlier are finished alone, saying so; every batched
+    run's lease is held throughout."""
     import contextlib
 
     from lth.arguments import resolve_device
@@ -301,12 +369,11 @@ def run_lines_batched(script: str, lines: list[list[str]], quiet: bool = False) 
     if len({batch_key(s) for s in settings}) > 1:
         raise UserError("the lines differ in more than seed, trial, run type and IMP mode; they cannot share a batch")
     runs = [RunDirectory(s.output_dir, s) for s in settings]
-    reason = unbatchable(settings[0])
     together, apart = [], []
     for argv, s, run in zip(lines, settings, runs, strict=True):
         if is_finished(run.path):
             print(f"{run.path}: finished earlier; nothing to do")
-        elif reason is not None or started_alone(run):
+        elif started_alone(run):
             apart.append((argv, run))
         else:
             together.append((s, run))
@@ -328,16 +395,9 @@ def run_lines_batched(script: str, lines: list[list[str]], quiet: bool = False) 
             print(f"training {len(replicates)} runs batched on {device}: " + ", ".join(r.run.name for r in replicates))
             run_imp_batched(replicates, quiet=together[0][0].quiet)
     for argv, run in apart:
-        print(f"{run.name}: {reason or 'started alone earlier'}; training it alone", flush=True)
+        print(f"{run.name}: started alone earlier; training it alone", flush=True)
         run_alone(argv)
     return [run.path for run in runs]
-
-
-def unbatchable(settings) -> str | None:
-    """Why runs of these settings cannot share a batch (None: they can)."""
-    if getattr(settings, "dropout_rate", 0.0):
-        return "dropout draws would depend on which runs share the batch"
-    return None
 
 
 def batch_key(settings) -> str:

@@ -42,7 +42,7 @@ def build_parser() -> ArgumentParser:
         "--batch",
         action="store_true",
         help="train lines that differ only in seed, trial, run type or IMP mode together in one batched step "
-        "(image families; dropout runs train one after another; pays on a GPU); with --submit, one array task per batch",
+        "(image families; pays on a GPU); with --submit, one array task per batch",
     )
 
     status = commands.add_parser("status", help="finished, running, failed and missing runs")

@@ -22,6 +22,12 @@ class Reading:
     energy_kwh: float
     co2_kg: float
 
+    def add(self, lap: Reading, share: float = 1.0) -> Reading:
+        """Add `share` of a lap (runs trained together share its energy evenly)."""
+        self.energy_kwh += lap.energy_kwh * share
+        self.co2_kg += lap.co2_kg * share
+        return self
+
 
 class EnergyMeter:
     """Laps of energy use for one process (codecarbon's hardware set-up, about 2 s, happens once per process)."""

@@ -250,15 +250,11 @@ def _run_round(
         model.load_state_dict(weights)
         # Dropout draws from the global RNG: seed it per round, so a run resumed between rounds
         # trains exactly like one that never stopped (inside a round the checkpoint carries it).
-        dropout_seed = cfg.seed if cfg.transformation_seed is None else cfg.transformation_seed
-        torch.manual_seed(derived_seed(dropout_seed, 3, round_index))
+        torch.manual_seed(derived_seed(transformation_seed(cfg), 3, round_index))
     mask = mask.to(device)
     mask.apply(model)
 
-    captured = {
-        "rewind": progress.get("rewind") if progress else None,
-        "snapshots": dict(progress.get("snapshots") or {}) if progress else {},
-    }
+    captured = new_captures(progress)
     elapsed_before = progress["elapsed"] if progress else 0.0
     started = time.perf_counter()
     # Energy and CO2e, like the wall time, add up over the pieces of a resumed round.
@@ -266,16 +262,10 @@ def _run_round(
     meter.start()
 
     def energy_so_far(final: bool = False) -> Reading:
-        lap = meter.stop() if final else meter.lap()
-        spent.energy_kwh += lap.energy_kwh
-        spent.co2_kg += lap.co2_kg
-        return spent
+        return spent.add(meter.stop() if final else meter.lap())
 
     def capture_rewind(iteration: int) -> None:
-        if round_index == 0 and k > 0 and iteration == k:
-            captured["rewind"] = to_cpu(model.state_dict())
-        if round_index == 0 and iteration in cfg.snapshot_iterations:
-            captured["snapshots"][iteration] = to_cpu(model.state_dict())
+        capture_weights(round_index, iteration, cfg, captured, lambda: to_cpu(model.state_dict()))
 
     def save_progress(loop_state: dict) -> None:
         run.save_progress(
@@ -318,6 +308,29 @@ def _run_round(
     row = finish_round(round_index, run, recipe, cfg, state, mask, to_cpu(model.state_dict()), curve, cost, captured)
     tracker.log_round(row)
     return row
+
+
+def transformation_seed(cfg: IMPSettings) -> int:
+    """The seed of a run's dropout draws."""
+    return cfg.seed if cfg.transformation_seed is None else cfg.transformation_seed
+
+
+def new_captures(progress: dict | None) -> dict:
+    """The weights a round keeps for later rounds (at the rewind iteration, and snapshots), as saved so far."""
+    return {
+        "rewind": progress.get("rewind") if progress else None,
+        "snapshots": dict(progress.get("snapshots") or {}) if progress else {},
+    }
+
+
+def capture_weights(round_index: int, iteration: int, cfg: IMPSettings, captured: dict, weights) -> None:
+    """Before iteration `iteration` of round 0: keep `weights()` if a later round rewinds to it or it is a snapshot."""
+    if round_index != 0:
+        return
+    if cfg.rewind_iteration > 0 and iteration == cfg.rewind_iteration:
+        captured["rewind"] = weights()
+    if iteration in cfg.snapshot_iterations:
+        captured["snapshots"][iteration] = weights()
 
 
 def finish_round(

@@ -86,6 +86,70 @@ def autocast_for(device: torch.device | str):
     return contextlib.nullcontext()
 
 
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr_at: Callable[[int], float] | None, iteration: int) -> None:
+    if lr_at is not None:
+        lr = lr_at(iteration)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+
+
+def run_schedule(
+    schedule: RoundSchedule,
+    iteration: int,
+    recorded: set[int],
+    step: Callable[[int], None],
+    record: Callable[[int], None],
+    checkpoint: Callable[[int], None],
+    before_step: Callable[[int], None] | None = None,
+    resumed_at: int | None = None,
+    description: str = "training",
+    progress: bool = True,
+) -> None:
+    """The schedule of one round, shared by every training path (one model, or several batched).
+
+    From `iteration` to the round's end: `record(i)` evaluates at the evaluation points not yet in `recorded`,
+    `checkpoint(i)` saves progress every `checkpoint_every` iterations (not again at `resumed_at`, where it was
+    saved) and when a stop is requested, `before_step(i)` runs before iteration i is trained by `step(i)`.
+    """
+    points = schedule.evaluation_points()
+    with tqdm(
+        total=schedule.iterations - schedule.start_iteration,
+        initial=iteration - schedule.start_iteration,
+        desc=description,
+        leave=False,
+        mininterval=1.0,
+        dynamic_ncols=True,
+        disable=not progress,
+    ) as bar:
+        while True:
+            if iteration in points and iteration not in recorded:
+                try:
+                    record(iteration)
+                except EvaluationInterrupted:  # saved without this evaluation: a resumed run evaluates here again
+                    checkpoint(iteration)
+                    raise StopRequested(stop_requested(), f"at iteration {iteration}; its progress is saved") from None
+                recorded.add(iteration)
+            if iteration >= schedule.iterations:
+                break
+            if (
+                schedule.checkpoint_every
+                and iteration > schedule.start_iteration
+                and (iteration - schedule.start_iteration) % schedule.checkpoint_every == 0
+                and iteration != resumed_at
+            ):
+                checkpoint(iteration)
+            signal_name = stop_requested()
+            if signal_name is not None:  # a step boundary: save the round so far, then stop
+                checkpoint(iteration)
+                raise StopRequested(signal_name, f"at iteration {iteration}; its progress is saved")
+            if before_step is not None:
+                before_step(iteration)
+            step(iteration)
+            iteration += 1
+            if iteration % 50 == 0 or iteration == schedule.iterations:
+                bar.update(iteration - schedule.start_iteration - bar.n)
+
+
 def train_round(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -109,7 +173,6 @@ def train_round(
     `on_iteration(i)` runs before step i (used to snapshot the weights at a rewind iteration).
     """
     model.train()
-    points = schedule.evaluation_points()
     if resume is not None:
         model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
@@ -127,23 +190,18 @@ def train_round(
     def record(at: int) -> None:
         nonlocal loss_sum, loss_count
         row = {"iteration": at, "train_loss": (loss_sum.item() / loss_count) if loss_count else float("nan")}
-        try:
-            row.update(evaluate(model))
-        except EvaluationInterrupted:  # saved without this evaluation: a resumed run evaluates here again
-            model.train()
-            checkpoint()
-            raise StopRequested(stop_requested(), f"at iteration {at}; its progress is saved") from None
+        row.update(evaluate(model))
         curve.append(row)
         loss_sum, loss_count = torch.zeros((), device=device), 0
         if on_evaluation is not None:
             on_evaluation(row)
 
-    def checkpoint() -> None:
+    def checkpoint(at: int) -> None:
         if on_checkpoint is None:
             return
         on_checkpoint(
             {
-                "iteration": iteration,
+                "iteration": at,
                 "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
                 "optimizer": optimizer.state_dict(),
                 "cpu_rng": torch.get_rng_state(),
@@ -154,52 +212,35 @@ def train_round(
             }
         )
 
-    recorded = {row["iteration"] for row in curve}
-    total = schedule.iterations - schedule.start_iteration
-    with tqdm(
-        total=total,
-        initial=iteration - schedule.start_iteration,
-        desc=description,
-        leave=False,
-        mininterval=1.0,
-        dynamic_ncols=True,
-        disable=not progress,
-    ) as bar:
-        while True:
-            if iteration in points and iteration not in recorded:
-                record(iteration)
-                recorded.add(iteration)
-            if iteration >= schedule.iterations:
-                break
-            if (
-                schedule.checkpoint_every
-                and iteration > schedule.start_iteration
-                and ((iteration - schedule.start_iteration) % schedule.checkpoint_every == 0)
-                and (resume is None or iteration != resume["iteration"])
-            ):
-                checkpoint()
-            signal_name = stop_requested()
-            if signal_name is not None:  # a step boundary: save the round so far, then stop
-                checkpoint()
-                raise StopRequested(signal_name, f"at iteration {iteration}; its progress is saved")
-            if on_iteration is not None:
-                on_iteration(iteration)
-            if lr_at is not None:
-                lr = lr_at(iteration)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-            batch = batches(iteration)
-            with autocast_for(device):
-                loss = step_loss(model, batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            enforce_mask()
-            loss_sum += loss.detach().float()
-            loss_count += 1
-            iteration += 1
-            if iteration % 50 == 0 or iteration == schedule.iterations:
-                bar.update(iteration - schedule.start_iteration - bar.n)
+    def before_step(at: int) -> None:
+        if on_iteration is not None:
+            on_iteration(at)
+        set_learning_rate(optimizer, lr_at, at)
+
+    def step(at: int) -> None:
+        nonlocal loss_sum, loss_count
+        batch = batches(at)
+        with autocast_for(device):
+            loss = step_loss(model, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        enforce_mask()
+        loss_sum += loss.detach().float()
+        loss_count += 1
+
+    run_schedule(
+        schedule,
+        iteration,
+        {row["iteration"] for row in curve},
+        step,
+        record,
+        checkpoint,
+        before_step,
+        resumed_at=resume["iteration"] if resume is not None else None,
+        description=description,
+        progress=progress,
+    )
     return curve
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from imp_fixtures import DIGITS, FixtureSettings, digits_recipe
+from torch import nn
 
 from lth.batched import Replicate, run_imp_batched
 from lth.batches import ShuffledBatches
+from lth.demo import DigitsMLP
 from lth.errors import UserError
 from lth.imp import IMPSettings, run_imp
 from lth.masks import Mask
@@ -17,8 +18,23 @@ RUNS = [(3, "winning_ticket", "iterative"), (4, "random_reinit", "iterative"), (
         (6, "winning_ticket", "oneshot")]  # fmt: skip
 
 
-def job(root, seed, run_type, mode, eval_every=10, iterations=40, rounds=2):
+class DropoutDigits(DigitsMLP):
+    """The digits MLP with dropout after each hidden layer, registered in the opposite order to their calls."""
+
+    def __init__(self):
+        super().__init__()
+        self.second = nn.Dropout(0.5)
+        self.first = nn.Dropout(0.3)
+
+    def forward(self, x):
+        hidden = self.first(self.layers[2](self.layers[1](self.layers[0](x))))
+        return self.layers[5](self.second(self.layers[4](self.layers[3](hidden))))
+
+
+def job(root, seed, run_type, mode, eval_every=10, iterations=40, rounds=2, dropout=False):
     recipe = digits_recipe(iterations=iterations, eval_every=eval_every)
+    if dropout:
+        recipe.model_factory = DropoutDigits
     recipe.batches = ShuffledBatches(DIGITS.train_x, DIGITS.train_y, 32, seed=seed)  # each run's own data order
     cfg = IMPSettings(rounds=rounds, seed=seed, mode=mode, run_type=run_type)
     settings = FixtureSettings(name="b", seed=seed, run_type=run_type, imp_mode=mode)
@@ -90,28 +106,34 @@ def test_a_batched_run_is_never_continued_alone_and_is_finished_for_everyone(tmp
         alone(tmp_path, *RUNS[0])
 
 
-def test_dropout_networks_are_refused():
-    from torch import nn
-
-    recipe = digits_recipe()
-    recipe.model_factory = lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 10), nn.Dropout(0.5))
-    with pytest.raises(UserError, match="dropout"):
-        from lth.batched import check_batchable
-
-        check_batchable([Replicate(None, recipe, IMPSettings(rounds=1, seed=0))])
-    assert torch.is_tensor(DIGITS.train_x)
+def test_dropout_replicates_draw_the_masks_they_draw_alone_whoever_shares_their_batch(tmp_path):
+    """Per-iteration losses within 1e-4 of the run alone in both rounds, the same pruning mask, in two batches."""
+    kw = {"eval_every": 1, "iterations": 50, "rounds": 1, "dropout": True}
+    reference = alone(tmp_path / "alone", *RUNS[0], **kw)
+    first = batched(tmp_path / "one", [RUNS[0], RUNS[1]], **kw)[0]
+    second = batched(tmp_path / "two", [RUNS[2], RUNS[0], RUNS[3]], **kw)[1]
+    losses = [float(r["train_loss"]) for r in read_csv_rows(reference.curve_csv) if r["train_loss"] != "nan"]
+    assert len(losses) == 100
+    for run in (first, second):
+        assert masks_per_round(reference).equals(masks_per_round(run))
+        assert [float(r["train_loss"]) for r in read_csv_rows(run.curve_csv) if r["train_loss"] != "nan"] == (
+            pytest.approx(losses, rel=1e-4)
+        )
+    no_dropout = alone(tmp_path / "plain", *RUNS[0], eval_every=1, iterations=50, rounds=1)
+    plain = [float(r["train_loss"]) for r in read_csv_rows(no_dropout.curve_csv) if r["train_loss"] != "nan"]
+    assert plain != pytest.approx(losses, rel=1e-2), "dropout was active"
 
 
 class Interrupt(Exception):
     pass
 
 
-@pytest.mark.parametrize("die_at", [5, 9])
-def test_a_killed_batched_job_resumes_to_identical_results(tmp_path, die_at):
+@pytest.mark.parametrize(("die_at", "dropout"), [(5, False), (9, False), (5, True)])
+def test_a_killed_batched_job_resumes_to_identical_results(tmp_path, die_at, dropout):
     from imp_fixtures import csv_without_wall_time
 
-    reference = batched(tmp_path / "ref", RUNS[:3], eval_every=10)
-    jobs = [job(tmp_path / "killed", *spec, eval_every=10) for spec in RUNS[:3]]
+    reference = batched(tmp_path / "ref", RUNS[:3], eval_every=10, dropout=dropout)
+    jobs = [job(tmp_path / "killed", *spec, eval_every=10, dropout=dropout) for spec in RUNS[:3]]
     for _, recipe, _ in jobs:
         recipe.schedule.checkpoint_every = 20
     calls = {"n": 0}
@@ -130,7 +152,7 @@ def test_a_killed_batched_job_resumes_to_identical_results(tmp_path, die_at):
         run_imp_batched([Replicate(run, recipe, cfg) for run, recipe, cfg in jobs], quiet=True)
     for run, _, _ in jobs:
         run.close()
-    resumed = batched(tmp_path / "killed", RUNS[:3], eval_every=10)
+    resumed = batched(tmp_path / "killed", RUNS[:3], eval_every=10, dropout=dropout)
     for a, b in zip(reference, resumed, strict=True):
         assert csv_without_wall_time(a.rounds_csv) == csv_without_wall_time(b.rounds_csv)
         assert a.curve_csv.read_bytes() == b.curve_csv.read_bytes()
@@ -156,7 +178,7 @@ def test_sweep_batch_groups_lines_and_trains_them_together(tmp_path, capsys):
     assert sum((run / "batched.json").exists() for run in runs) == 2
 
 
-def test_entry_scripts_name_several_runs_at_once_and_train_them_batched(tmp_path):
+def test_entry_scripts_name_several_runs_at_once_and_train_them_batched_sharing_energy(tmp_path, monkeypatch):
     from conftest import family_module, require_data, tiny_mnist
 
     from lth.batched import several_runs
@@ -168,11 +190,17 @@ def test_entry_scripts_name_several_runs_at_once_and_train_them_batched(tmp_path
     )
     tiny_mnist(tmp_path / "data", require_data("MNIST/raw"))
     main = family_module("Lenet-300-100", "main")
+    monkeypatch.setenv("LTH_ENERGY", "on")
     main.main(["--trial", "0", "1", "--mode", "iterative", "oneshot", "--iterations", "30", "--eval_every", "15",
                "--rounds", "1", "--quiet", "--device", "cpu", "--data_dir", str(tmp_path / "data"),
-               "--output_dir", str(tmp_path / "runs")])  # fmt: skip
+               "--output_dir", str(tmp_path / "runs"), "--carbon_intensity", "100"])  # fmt: skip
     runs = sorted((tmp_path / "runs").iterdir())
     assert len(runs) == 4 and all((r / "finished").exists() and (r / "batched.json").exists() for r in runs)
+    for round_index in (0, 1):  # the batch's energy, metered once and shared evenly
+        shares = [read_csv_rows(r / "rounds.csv")[round_index] for r in runs]
+        assert float(shares[0]["energy_kwh"]) > 0 and len({row["energy_kwh"] for row in shares}) == 1
+        assert all(row["energy_method"].endswith("; shared evenly by 4 batched runs") for row in shares)
+        assert float(shares[0]["co2_kg"]) == pytest.approx(float(shares[0]["energy_kwh"]) * 100 / 1000, rel=1e-3)
 
 
 @pytest.mark.slow
