@@ -18,6 +18,7 @@ from lth.settings import (
     PruneAtInitSettings,
     batch_size_setting,
     checkpoint_every_setting,
+    compile_setting,
     data_dir_setting,
     device_setting,
     eval_every_setting,
@@ -102,6 +103,7 @@ class ConvSettings(PruneAtInitSettings):
     data_dir: str | None = data_dir_setting("cifar-10-batches-py/")
     output_dir: str = output_dir_setting(str(HERE / "results"), "where run directories (and figures) are written")
     device: str = device_setting()
+    compile: bool = compile_setting()
     quiet: bool = quiet_setting()
     plot: bool = setting(
         False,

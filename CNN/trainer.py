@@ -47,4 +47,5 @@ def build_recipe(settings: ConvSettings, data: ImageData, device: str) -> IMPRec
         ),
         schedule=RoundSchedule(settings.train_iterations, settings.eval_every, settings.checkpoint_every),
         device=device,
+        compile=settings.compile,
     )

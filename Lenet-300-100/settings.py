@@ -14,6 +14,7 @@ from lth.settings import (
     PruneAtInitSettings,
     batch_size_setting,
     checkpoint_every_setting,
+    compile_setting,
     data_dir_setting,
     device_setting,
     eval_every_setting,
@@ -68,6 +69,7 @@ class LenetSettings(PruneAtInitSettings):
     data_dir: str | None = data_dir_setting("MNIST/")
     output_dir: str = output_dir_setting(str(HERE / "results"))
     device: str = device_setting()
+    compile: bool = compile_setting()
     quiet: bool = quiet_setting()
     fast_mode: bool = setting(
         False, "accepted for compatibility (cuDNN autotuning is on whenever CUDA is used)", kind=OPERATIONAL

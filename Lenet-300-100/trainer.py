@@ -24,4 +24,5 @@ def build_recipe(settings: LenetSettings, data: ImageData, device: str) -> IMPRe
         evaluate=image_evaluator(data.val_x, data.val_y, data.test_x, data.test_y),
         schedule=RoundSchedule(settings.train_iterations, settings.eval_every, settings.checkpoint_every),
         device=device,
+        compile=settings.compile,
     )

@@ -24,6 +24,7 @@ from lth.settings import (
     ReportingSettings,
     batch_size_setting,
     checkpoint_every_setting,
+    compile_setting,
     data_dir_setting,
     device_setting,
     eval_every_setting,
@@ -92,6 +93,7 @@ class TrainingSettings(ReportingSettings):
     data_dir: str | None = data_dir_setting("cifar-10-batches-py/")
     output_dir: str = output_dir_setting(str(RESULTS_DIR))
     device: str = device_setting()
+    compile: bool = compile_setting()
     quiet: bool = quiet_setting()
     workers: int | None = setting(
         None, "accepted for compatibility; data stay on the device, no loader workers", parse=int, kind=INPUT

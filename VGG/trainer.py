@@ -55,4 +55,5 @@ def build_recipe(settings: TrainingSettings, data: ImageData, device: str) -> IM
         schedule=RoundSchedule(settings.train_iterations, settings.eval_every, settings.checkpoint_every),
         lr_at=lr_schedule(settings.lr, settings.milestones, settings.gamma, settings.warmup_iterations),
         device=device,
+        compile=settings.compile,
     )

@@ -1,15 +1,21 @@
 """Time R runs trained batched against the same R runs trained one after another, in one run, on one machine.
 
 LeNet-300-100 on real MNIST (or Conv-2 on CIFAR-10 with --model conv2): R runs that differ in seed and run type,
-one round of --iterations each, evaluated at its start and end, through the toolkit's own paths (`run_imp` per run,
-`run_imp_batched` for all). Prints both times and their ratio.
+one round of --iterations each, evaluated every --eval_every iterations, through the toolkit's own paths
+(`run_imp` per run, `run_imp_batched` for all), each uncompiled and with --compile (torch.compile; CUDA graphs on a
+GPU). Prints the times and their ratios against the runs one after another, uncompiled.
 
-    python benchmarks/batched.py [--runs 10] [--iterations 500] [--model lenet|conv2] [--device cpu|cuda] [--threads N]
+    python benchmarks/batched.py [--runs 10] [--iterations 500] [--model lenet|conv2] [--device cpu|cuda]
+
+`--suite gpu` is the issue's GPU measurement in one command of a few minutes: 20 LeNet runs and 10 Conv-2 runs
+(each way), the single-run Conv-2 step against its arithmetic time, and the paper-scale protocols extrapolated
+from the measured iterations (saying so). `--suite smoke` runs the same code at a tiny scale (CPU, for testing).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import platform
 import sys
 import tempfile
@@ -29,9 +35,11 @@ from lth.imp import IMPRecipe, IMPSettings, run_imp  # noqa: E402
 from lth.pruning import LayerwisePruning, conv_fc_rates  # noqa: E402
 from lth.results import RunDirectory  # noqa: E402
 from lth.sweep import _script_folder_on_path  # noqa: E402
-from lth.training import RoundSchedule, image_evaluator  # noqa: E402
+from lth.training import RoundSchedule, autocast_for, image_evaluator  # noqa: E402
 
 RUN_TYPES = ("winning_ticket", "random_reinit")
+# The protocols the issue sets targets for: (runs, rounds + 1, iterations per round, target in seconds).
+PROTOCOLS = {"lenet": (20, 21, 50_000, 300.0), "conv2": (10, 21, 20_000, 1800.0)}
 
 
 def model_factory(name: str):
@@ -44,9 +52,7 @@ def model_factory(name: str):
     return lambda: build_model("Conv-2", 0.0)
 
 
-def recipes(
-    name: str, data, runs: int, iterations: int, device: str
-) -> list[tuple[IMPRecipe, IMPSettings, StudySettings]]:
+def recipes(name: str, data, runs: int, iterations: int, eval_every: int, device: str, compile: bool = False):
     factory = model_factory(name)
     out = []
     for index in range(runs):
@@ -58,8 +64,9 @@ def recipes(
             make_optimizer=lambda model: torch.optim.Adam(model.parameters(), lr=1.2e-3),
             batches=ShuffledBatches(data.train_x, data.train_y, 60, seed=seed),
             evaluate=image_evaluator(data.val_x, data.val_y, data.test_x, data.test_y, batch_size=1000),
-            schedule=RoundSchedule(iterations, eval_every=iterations),
+            schedule=RoundSchedule(iterations, eval_every=eval_every),
             device=device,
+            compile=compile,
         )
         settings = StudySettings(name=f"bench-{name}", seed=seed, run_type=run_type, rounds=0, energy=False)
         out.append((recipe, IMPSettings(rounds=0, seed=seed, run_type=run_type), settings))
@@ -71,10 +78,112 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def time_alone(jobs, root: Path, device: str) -> float:
+    synchronize(device)
+    started = time.perf_counter()
+    for recipe, cfg, settings in jobs:
+        with RunDirectory(root, settings) as run:
+            run_imp(run, recipe, cfg, quiet=True)
+    synchronize(device)
+    return time.perf_counter() - started
+
+
+def time_batched(jobs, root: Path, device: str) -> float:
+    runs = [RunDirectory(root, settings).open() for _, _, settings in jobs]
+    synchronize(device)
+    started = time.perf_counter()
+    try:
+        run_imp_batched([Replicate(run, recipe, cfg) for run, (recipe, cfg, _) in zip(runs, jobs, strict=True)], True)
+    finally:
+        for run in runs:
+            run.close()
+    synchronize(device)
+    return time.perf_counter() - started
+
+
+def compare(model: str, data, runs: int, iterations: int, eval_every: int, device: str, ways: list[str]) -> dict:
+    """Seconds for R runs of one round each way ('alone', 'batched', with '+compile'), the first unit a warm-up."""
+    times = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for way in ways:
+            jobs = recipes(model, data, runs, iterations, eval_every, device, compile=way.endswith("+compile"))
+            timer = time_alone if way.startswith("alone") else time_batched
+            if way.endswith("+compile"):  # compiling (and capturing CUDA graphs) happens once per process: not timed
+                warm = recipes(
+                    model, data, runs if timer is time_batched else 1, 2 * eval_every, eval_every, device, True
+                )
+                timer(warm, Path(tmp) / f"warm-{way}", device)
+            times[way] = timer(jobs, Path(tmp) / way, device)
+    return times
+
+
+def report(model: str, runs: int, iterations: int, eval_every: int, times: dict) -> list[str]:
+    base = times.get("alone") or next(iter(times.values()))
+    lines = [f"{runs} {model} runs x 1 round of {iterations} iterations, evaluated every {eval_every}:"]
+    for way, seconds in times.items():
+        per_iteration = seconds / (runs * iterations) * 1000
+        lines.append(
+            f"  {way:18s} {seconds:8.2f} s  ({per_iteration:.3f} ms per run-iteration)  {base / seconds:5.2f}x"
+        )
+    return lines
+
+
+def extrapolate(model: str, runs: int, iterations: int, times: dict) -> str:
+    """The issue's protocol, from the fastest way measured: per run-iteration time x the protocol's iterations."""
+    total_runs, rounds, round_iterations, target = PROTOCOLS[model]
+    way, seconds = min(times.items(), key=lambda item: item[1])
+    estimate = seconds / (runs * iterations) * total_runs * rounds * round_iterations
+    verdict = "within" if estimate <= target else "over"
+    return (
+        f"  extrapolated ({way}, from the measured iterations; pruning between rounds not included): "
+        f"{total_runs} runs x {rounds} rounds x {round_iterations} iterations = {estimate / 60:.1f} min, "
+        f"{verdict} the target of {target / 60:.0f} min"
+    )
+
+
+def step_against_arithmetic(data, iterations: int, device: str) -> list[str]:
+    """One Conv-2 run's training step (the toolkit's loop, bf16 autocast on a GPU) against the time its
+    arithmetic takes at this device's measured dense matmul rate (bf16 on a GPU, float32 on a CPU)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = model_factory("conv2")().to(device)
+    x, y = data.train_x[:60], data.train_y[:60]
+    with FlopCounterMode(display=False) as counter, autocast_for(device):
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+    flops = counter.get_total_flops()
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    size = 8192 if device.startswith("cuda") else 1024
+    a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
+    for _ in range(3):
+        a @ b
+    synchronize(device)
+    started, repeats = time.perf_counter(), 20 if device.startswith("cuda") else 3
+    for _ in range(repeats):
+        a @ b
+    synchronize(device)
+    rate = 2 * size**3 * repeats / (time.perf_counter() - started)
+    arithmetic_ms = flops / rate * 1000
+    lines = [f"Conv-2 step (batch 60): {flops / 1e9:.3f} GFLOP forward + backward; dense {dtype} matmul rate "
+             f"{rate / 1e12:.1f} TFLOP/s, so {arithmetic_ms:.3f} ms of arithmetic"]  # fmt: skip
+    times = compare("conv2", data, 1, iterations, iterations, device, ["alone", "alone+compile"])
+    for way, seconds in times.items():
+        step_ms = seconds / iterations * 1000
+        lines.append(
+            f"  {way:18s} {step_ms:.3f} ms per step, {step_ms / arithmetic_ms:.1f}x its arithmetic (target 3x)"
+        )
+    return lines
+
+
+def device_name(device: str) -> str:
+    return torch.cuda.get_device_name(0) if device.startswith("cuda") else platform.processor() or "cpu"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--suite", choices=["gpu", "smoke"], default=None)
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--iterations", type=int, default=500)
+    parser.add_argument("--eval_every", type=int, default=None, help="default: once at the start and the end")
     parser.add_argument("--model", choices=["lenet", "conv2"], default="lenet")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
@@ -82,33 +191,34 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     root = resolve_data_root(args.data_dir)
-    loader = load_mnist if args.model == "lenet" else load_cifar10
-    data = loader(root, args.device, val_size=5000, seed=0)
-    jobs = recipes(args.model, data, args.runs, args.iterations, args.device)
-    with tempfile.TemporaryDirectory() as tmp:
-        synchronize(args.device)
-        started = time.perf_counter()
-        for recipe, cfg, settings in jobs:
-            with RunDirectory(Path(tmp) / "alone", settings) as run:
-                run_imp(run, recipe, cfg, quiet=True)
-        synchronize(args.device)
-        alone = time.perf_counter() - started
-        runs = [RunDirectory(Path(tmp) / "batched", settings).open() for _, _, settings in jobs]
-        started = time.perf_counter()
-        run_imp_batched(
-            [Replicate(run, recipe, cfg) for run, (recipe, cfg, _) in zip(runs, jobs, strict=True)], quiet=True
+    device = "cuda" if args.suite == "gpu" else args.device
+    print(f"{device} ({device_name(device)}), {args.threads} CPU thread(s), torch {torch.__version__}", flush=True)
+    if args.suite is None:
+        loader = load_mnist if args.model == "lenet" else load_cifar10
+        data = loader(root, device, val_size=5000, seed=0)
+        eval_every = args.eval_every or args.iterations
+        times = compare(args.model, data, args.runs, args.iterations, eval_every, device, ["alone", "batched"])
+        print("\n".join(report(args.model, args.runs, args.iterations, eval_every, times)))
+        return
+    # (runs, iterations, evaluated every) per model: the protocols' evaluation cadence, a few minutes in all
+    scale = {"gpu": {"lenet": (20, 1000, 100), "conv2": (10, 1000, 100), "step": 500},
+             "smoke": {"lenet": (3, 20, 10), "conv2": (2, 10, 5), "step": 10}}[args.suite]  # fmt: skip
+    ways = ["alone", "batched", "alone+compile", "batched+compile"]
+    mnist = load_mnist(root, device, val_size=5000, seed=0)
+    cifar = load_cifar10(root, device, val_size=5000, seed=0)
+    if args.suite == "smoke":  # evaluation on 500 + 500 images: the code path, not the cost
+        mnist, cifar = (
+            dataclasses.replace(
+                d, val_x=d.val_x[:500], val_y=d.val_y[:500], test_x=d.test_x[:500], test_y=d.test_y[:500]
+            )
+            for d in (mnist, cifar)
         )
-        synchronize(args.device)
-        batched = time.perf_counter() - started
-        for run in runs:
-            run.close()
-    device = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else platform.processor() or "cpu"
-    print(
-        f"{args.runs} {args.model} runs x {args.iterations} iterations on {args.device} ({device}), {args.threads} thread(s), torch {torch.__version__}"
-    )
-    print(f"  one after another   {alone:8.1f} s")
-    print(f"  batched             {batched:8.1f} s")
-    print(f"batched vs one after another: {alone / batched:.2f}x")
+    for model, data in (("lenet", mnist), ("conv2", cifar)):
+        runs, iterations, eval_every = scale[model]
+        times = compare(model, data, runs, iterations, eval_every, device, ways)
+        print("\n".join(report(model, runs, iterations, eval_every, times)))
+        print(extrapolate(model, runs, iterations, times), flush=True)
+    print("\n".join(step_against_arithmetic(cifar, scale["step"], device)))
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from lth.results import RunDirectory
 from lth.settings import (
     ReportingSettings,
     checkpoint_every_setting,
+    compile_setting,
     device_setting,
     eval_every_setting,
     imp_mode_setting,
@@ -62,6 +63,7 @@ class StudySettings(ReportingSettings):
     checkpoint_every: int = checkpoint_every_setting(0)
     output_dir: str = output_dir_setting("runs")
     device: str = device_setting()
+    compile: bool = compile_setting()
     quiet: bool = quiet_setting()
 
     def name_prefix(self) -> str:
@@ -100,6 +102,7 @@ def run_lottery(
         lr_at=lr_at,
         prunable_names=prunable_names,
         device=device,
+        compile=settings.compile,
     )
     imp = IMPSettings(
         rounds=settings.rounds,

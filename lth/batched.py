@@ -51,7 +51,7 @@ from lth.masks import Mask
 from lth.results import RunDirectory, is_finished
 from lth.rewinding import derived_seed, to_cpu
 from lth.storage import atomic_write_json, atomic_write_text
-from lth.training import run_schedule, set_learning_rate
+from lth.training import compile_options, run_schedule, set_learning_rate
 
 
 @dataclass
@@ -99,10 +99,11 @@ def run_imp_batched(replicates: list[Replicate], quiet: bool = False) -> None:
             r.state = _new_state(r.recipe, r.cfg)
         provenance.record(r.run.path, r.recipe.device)
     rounds = replicates[0].cfg.rounds
+    network = _network_for(replicates[0].recipe, replicates[0].recipe.batches(0)[0])
     for round_index in tqdm(range(rounds + 1), desc=f"{len(replicates)} runs batched", unit="round", disable=quiet):
         todo = [r for r in replicates if r.state["next_round"] == round_index]
         if todo:
-            _batched_round(round_index, todo, quiet)
+            _batched_round(round_index, todo, network, quiet)
     for r in replicates:
         atomic_write_text(r.run.path / "finished", time.strftime("%Y-%m-%dT%H:%M:%S\n"))
 
@@ -130,25 +131,31 @@ class _DrawnDropout(nn.Module):
     def __init__(self, p: float):
         super().__init__()
         self.p = p
-        self.noise: torch.Tensor | None = None
+        self.register_buffer("noise", None, persistent=False)  # given per step through functional_call
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.noise is None or not self.training else x * self.noise
 
 
-class _ReplicateDropout:
-    """Each replicate's dropout draws from a generator of its own, seeded per round as its run's global RNG is when
-    trained alone, and drawn in the same order (layer by layer in forward order, step by step), so on a CPU a
-    replicate sees the masks it would see alone, whatever shares its batch."""
+class _BatchedNetwork:
+    """The one network every replicate is called through, built (and compiled) once per batched job: each
+    replicate's parameters and buffers go in stacked (`functional_call` under `vmap`), and its dropout layers
+    multiply by keep-masks drawn outside (`draw`), from each replicate's own generator."""
 
-    def __init__(self, model: nn.Module, example: torch.Tensor, seeds: list[int], states: list | None, device):
+    def __init__(self, recipe: IMPRecipe, example: torch.Tensor):
+        device = torch.device(recipe.device)
+        self.model = model = recipe.model_factory().to(device)
+        self.parameter_names = [n for n, _ in model.named_parameters()]
+        self.buffer_names = [n for n, _ in model.named_buffers()]
         for name, module in list(model.named_modules()):
             if isinstance(module, nn.Dropout) and module.p > 0:
                 model.set_submodule(name, _DrawnDropout(module.p))
-        self.layers: list[tuple[_DrawnDropout, torch.Size]] = []  # in the order the forward pass calls them
+        self.dropout_layers: list[tuple[str, float, torch.Size]] = []  # in the order the forward pass calls them
         hooks = [
-            m.register_forward_pre_hook(lambda m, args: self.layers.append((m, args[0].shape)))
-            for m in model.modules()
+            m.register_forward_pre_hook(
+                lambda m, args, name=name: self.dropout_layers.append((name, m.p, args[0].shape))
+            )
+            for name, m in model.named_modules()
             if isinstance(m, _DrawnDropout)
         ]
         with torch.no_grad():
@@ -156,36 +163,51 @@ class _ReplicateDropout:
         for hook in hooks:
             hook.remove()
         self.device = device
-        self.generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
-        for generator, state in zip(self.generators, states or [], strict=False):
-            generator.set_state(state)
+        self.losses = torch.compile(self._losses, **compile_options(device)) if recipe.compile else self._losses
 
-    def draw(self) -> list[torch.Tensor]:
-        """One step's noise, per layer stacked over replicates."""
-        noises = []
-        for module, shape in self.layers:
-            keep = 1.0 - module.p
-            noises.append(
-                _stack(
-                    [
-                        torch.empty(shape, device=self.device).bernoulli_(keep, generator=g).div_(keep)
-                        for g in self.generators
-                    ]
-                )  # fmt: skip
+    def _forward(self, params: dict, buffers: dict, x: torch.Tensor) -> torch.Tensor:
+        return functional_call(self.model, (params, buffers), (x,))
+
+    def _losses(self, params: dict, buffers: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Each replicate's mean cross-entropy on its own batch (x, y stacked over replicates)."""
+        logits = vmap(self._forward)(params, buffers, x)
+        return F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view_as(y).mean(dim=1)
+
+    def generators(self, seeds: list[int], states: list | None) -> list[torch.Generator]:
+        """Dropout generators, seeded per round as a run's global RNG is when trained alone (or restored)."""
+        generators = [torch.Generator(device=self.device).manual_seed(seed) for seed in seeds]
+        for generator, state in zip(generators, states or [], strict=False):
+            generator.set_state(state)
+        return generators
+
+    def draw(self, generators: list[torch.Generator]) -> dict[str, torch.Tensor]:
+        """One step's keep-masks, as the dropout layers' buffers, stacked over replicates; each generator draws
+        layer by layer in forward order, as torch's CPU dropout draws when the run trains alone."""
+        noises = {}
+        for name, p, shape in self.dropout_layers:
+            keep = 1.0 - p
+            noises[f"{name}.noise"] = _stack(
+                [torch.empty(shape, device=self.device).bernoulli_(keep, generator=g).div_(keep) for g in generators]
             )
         return noises
 
-    def states(self) -> list[torch.Tensor]:
-        return [g.get_state() for g in self.generators]
+
+_NETWORKS: dict[tuple, _BatchedNetwork] = {}
 
 
-def _batched_round(round_index: int, replicates: list[Replicate], quiet: bool) -> None:
+def _network_for(recipe: IMPRecipe, example: torch.Tensor) -> _BatchedNetwork:
+    """One network per architecture, device and input shape in a process, so a compiled step compiles once."""
+    key = (repr(recipe.model_factory()), str(recipe.device), recipe.compile, tuple(example.shape))
+    if key not in _NETWORKS:
+        _NETWORKS.clear()  # one at a time: a process trains one kind of batch after another
+        _NETWORKS[key] = _BatchedNetwork(recipe, example)
+    return _NETWORKS[key]
+
+
+def _batched_round(round_index: int, replicates: list[Replicate], network: _BatchedNetwork, quiet: bool) -> None:
     recipe = replicates[0].recipe
     count = len(replicates)
     device = torch.device(recipe.device)
-    model = recipe.model_factory().to(device)  # the shape the stacked parameters are called with
-    names = [n for n, _ in model.named_parameters()]
-    buffer_names = [n for n, _ in model.named_buffers()]
     masks, weights = [], []
     progress = [r.run.load_progress() for r in replicates]
     resumable = all(
@@ -205,18 +227,15 @@ def _batched_round(round_index: int, replicates: list[Replicate], quiet: bool) -
             mask, start = _prepare_round(round_index, r.state, r.recipe, r.cfg)
             masks.append(mask)
             weights.append({n: start[n] * mask[n] if n in mask.layers else start[n] for n in start})
-    stacked = _Stacked(names, weights, device)
-    buffers = {n: _stack([w[n] for w in weights]).to(device) for n in buffer_names}  # BatchNorm statistics
+    stacked = _Stacked(network.parameter_names, weights, device)
+    buffers = {n: _stack([w[n] for w in weights]).to(device) for n in network.buffer_names}  # BatchNorm statistics
     optimizer = recipe.make_optimizer(stacked)
     if resumable:
         optimizer.load_state_dict(_stack_optimizer_states([p["loop"]["optimizer"] for p in progress], optimizer))
     mask_stack = {n: _stack([m[n] for m in masks]).to(device) for n in masks[0].layers}
-    dropout = _ReplicateDropout(
-        model,
-        recipe.batches(0)[0],
+    dropout_generators = network.generators(
         [derived_seed(transformation_seed(r.cfg), 3, round_index) for r in replicates],
         [p["dropout_rng"] for p in progress] if resumable else None,
-        device,
     )
     loss_sums = (_stack([p["loop"]["loss_sum"] for p in progress]) if resumable else torch.zeros(count)).to(device)
     loss_count = progress[0]["loop"]["loss_count"] if resumable else 0
@@ -234,13 +253,6 @@ def _batched_round(round_index: int, replicates: list[Replicate], quiet: bool) -
     def energy_so_far(final: bool = False) -> list[Reading]:
         lap = meter.stop() if final else meter.lap()
         return [s.add(lap, share=1.0 / count) for s in spent]  # the batch's energy, shared evenly
-
-    def forward(params: dict, buffers: dict, noises: list, x: torch.Tensor) -> torch.Tensor:
-        for (module, _), noise in zip(dropout.layers, noises, strict=True):
-            module.noise = noise
-        return functional_call(model, (params, buffers), (x,))
-
-    batched_forward = vmap(forward)
 
     def alone(index: int) -> nn.Module:
         single = recipe.model_factory().to(device)
@@ -275,7 +287,7 @@ def _batched_round(round_index: int, replicates: list[Replicate], quiet: bool) -
                     "batched": True,
                     "mask": masks[j].state_dict(),
                     "loop": loop,
-                    "dropout_rng": dropout.states()[j],
+                    "dropout_rng": dropout_generators[j].get_state(),
                     **captured[j],
                     "elapsed": elapsed[j] + wall,
                     "energy_kwh": energy[j].energy_kwh,
@@ -293,9 +305,8 @@ def _batched_round(round_index: int, replicates: list[Replicate], quiet: bool) -
         batches = [r.recipe.batches(at) for r in replicates]
         x = _stack([b[0] for b in batches])
         y = _stack([b[1] for b in batches])
-        model.train()
-        logits = batched_forward(stacked.as_dict(), buffers, dropout.draw(), x)
-        losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(count, -1).mean(dim=1)
+        network.model.train()
+        losses = network.losses(stacked.as_dict(), {**buffers, **network.draw(dropout_generators)}, x, y)
         optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()
         optimizer.step()

@@ -34,7 +34,15 @@ from lth.rewinding import derived_seed, fresh_initialization, to_cpu
 from lth.settings import IMP_MODES, RUN_TYPES
 from lth.storage import atomic_write_text
 from lth.tracking import NoTracker, tracker_for
-from lth.training import Evaluate, RoundSchedule, StepLoss, classification_loss, early_stop_summary, train_round
+from lth.training import (
+    Evaluate,
+    RoundSchedule,
+    StepLoss,
+    classification_loss,
+    compile_options,
+    early_stop_summary,
+    train_round,
+)
 
 
 @dataclass
@@ -52,6 +60,7 @@ class IMPRecipe:
     lr_at: Callable[[int], float] | None = None
     prunable_names: list[str] | None = None
     device: str = "cpu"
+    compile: bool = False  # torch.compile the training step (lth.training.compile_options)
     # Turns a round's curve into its row's metric columns; image families select on validation loss.
     summarize: Callable[[list[dict]], dict] = early_stop_summary
     # One line printed per finished round (None: the image families' early-stop line).
@@ -201,6 +210,8 @@ def run_imp(run: RunDirectory, recipe: IMPRecipe, cfg: IMPSettings, quiet: bool 
     model = recipe.model_factory().to(device)
     if recipe.device != "cpu" and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
+    if recipe.compile:
+        model.compile(**compile_options(device))  # in place: the state dict keeps its names
     meter = meter_for(run.settings)
     provenance.record(run.path, recipe.device)
     tracker = tracker_for(run.settings, run.path)

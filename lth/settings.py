@@ -380,6 +380,15 @@ def device_setting() -> Any:
     return setting("auto", "auto (CUDA if available, else CPU), cpu, cuda or cuda:N", kind=OPERATIONAL)
 
 
+def compile_setting() -> Any:
+    return setting(
+        False,
+        "compile the training step with torch.compile (on a GPU with CUDA graphs, mode reduce-overhead); "
+        "results agree with uncompiled training to float tolerance, not bit for bit",
+        kind=OPERATIONAL,
+    )
+
+
 def quiet_setting() -> Any:
     return setting(False, "no progress bars or per-round lines", kind=OPERATIONAL)
 

@@ -31,8 +31,9 @@ class DropoutDigits(DigitsMLP):
         return self.layers[5](self.second(self.layers[4](self.layers[3](hidden))))
 
 
-def job(root, seed, run_type, mode, eval_every=10, iterations=40, rounds=2, dropout=False):
+def job(root, seed, run_type, mode, eval_every=10, iterations=40, rounds=2, dropout=False, compile=False):
     recipe = digits_recipe(iterations=iterations, eval_every=eval_every)
+    recipe.compile = compile
     if dropout:
         recipe.model_factory = DropoutDigits
     recipe.batches = ShuffledBatches(DIGITS.train_x, DIGITS.train_y, 32, seed=seed)  # each run's own data order
@@ -122,6 +123,20 @@ def test_dropout_replicates_draw_the_masks_they_draw_alone_whoever_shares_their_
     no_dropout = alone(tmp_path / "plain", *RUNS[0], eval_every=1, iterations=50, rounds=1)
     plain = [float(r["train_loss"]) for r in read_csv_rows(no_dropout.curve_csv) if r["train_loss"] != "nan"]
     assert plain != pytest.approx(losses, rel=1e-2), "dropout was active"
+
+
+def test_compiled_training_alone_and_batched_agrees_with_uncompiled(tmp_path):
+    """`--compile` (torch.compile of the training step) changes how, not what: losses within 1e-4, same masks."""
+    kw = {"eval_every": 1, "iterations": 30, "rounds": 1, "dropout": True}
+    reference = alone(tmp_path / "eager", *RUNS[0], **kw)
+    compiled_alone = alone(tmp_path / "alone", *RUNS[0], **kw, compile=True)
+    compiled_batched = batched(tmp_path / "batched", [RUNS[0], RUNS[1]], **kw, compile=True)[0]
+    losses = [float(r["train_loss"]) for r in read_csv_rows(reference.curve_csv) if r["train_loss"] != "nan"]
+    for run in (compiled_alone, compiled_batched):
+        assert masks_per_round(reference).equals(masks_per_round(run))
+        assert [float(r["train_loss"]) for r in read_csv_rows(run.curve_csv) if r["train_loss"] != "nan"] == (
+            pytest.approx(losses, rel=1e-4)
+        )
 
 
 class Interrupt(Exception):
