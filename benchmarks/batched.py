@@ -39,6 +39,7 @@ from lth.training import RoundSchedule, autocast_for, image_evaluator  # noqa: E
 
 RUN_TYPES = ("winning_ticket", "random_reinit")
 # The protocols the issue sets targets for: (runs, rounds + 1, iterations per round, target in seconds).
+WAYS = ["alone", "batched", "alone+compile", "batched+compile"]
 PROTOCOLS = {"lenet": (20, 21, 50_000, 300.0), "conv2": (10, 21, 20_000, 1800.0)}
 
 
@@ -102,17 +103,18 @@ def time_batched(jobs, root: Path, device: str) -> float:
 
 
 def compare(model: str, data, runs: int, iterations: int, eval_every: int, device: str, ways: list[str]) -> dict:
-    """Seconds for R runs of one round each way ('alone', 'batched', with '+compile'), the first unit a warm-up."""
+    """Seconds for R runs of one round each way ('alone', 'batched', either with '+compile'), each after a warm-up."""
     times = {}
     with tempfile.TemporaryDirectory() as tmp:
         for way in ways:
             jobs = recipes(model, data, runs, iterations, eval_every, device, compile=way.endswith("+compile"))
             timer = time_alone if way.startswith("alone") else time_batched
-            if way.endswith("+compile"):  # compiling (and capturing CUDA graphs) happens once per process: not timed
-                warm = recipes(
-                    model, data, runs if timer is time_batched else 1, 2 * eval_every, eval_every, device, True
-                )
-                timer(warm, Path(tmp) / f"warm-{way}", device)
+            # Untimed warm-up of the same shapes: compiling, capturing CUDA graphs and kernel selection happen once
+            compiled = way.endswith("+compile")
+            warm = recipes(
+                model, data, runs if timer is time_batched else 1, 2 * eval_every, eval_every, device, compiled
+            )
+            timer(warm, Path(tmp) / f"warm-{way}", device)
             times[way] = timer(jobs, Path(tmp) / way, device)
     return times
 
@@ -197,13 +199,12 @@ def main() -> None:
         loader = load_mnist if args.model == "lenet" else load_cifar10
         data = loader(root, device, val_size=5000, seed=0)
         eval_every = args.eval_every or args.iterations
-        times = compare(args.model, data, args.runs, args.iterations, eval_every, device, ["alone", "batched"])
+        times = compare(args.model, data, args.runs, args.iterations, eval_every, device, WAYS)
         print("\n".join(report(args.model, args.runs, args.iterations, eval_every, times)))
         return
     # (runs, iterations, evaluated every) per model: the protocols' evaluation cadence, a few minutes in all
     scale = {"gpu": {"lenet": (20, 1000, 100), "conv2": (10, 1000, 100), "step": 500},
              "smoke": {"lenet": (3, 20, 10), "conv2": (2, 10, 5), "step": 10}}[args.suite]  # fmt: skip
-    ways = ["alone", "batched", "alone+compile", "batched+compile"]
     mnist = load_mnist(root, device, val_size=5000, seed=0)
     cifar = load_cifar10(root, device, val_size=5000, seed=0)
     if args.suite == "smoke":  # evaluation on 500 + 500 images: the code path, not the cost
@@ -215,7 +216,7 @@ def main() -> None:
         )
     for model, data in (("lenet", mnist), ("conv2", cifar)):
         runs, iterations, eval_every = scale[model]
-        times = compare(model, data, runs, iterations, eval_every, device, ways)
+        times = compare(model, data, runs, iterations, eval_every, device, WAYS)
         print("\n".join(report(model, runs, iterations, eval_every, times)))
         print(extrapolate(model, runs, iterations, times), flush=True)
     print("\n".join(step_against_arithmetic(cifar, scale["step"], device)))
