@@ -16,8 +16,7 @@ from settings import DenseSettings
 from trainer import build_recipe
 
 from lth.errors import user_facing
-from lth.experiment import run_experiment
-from lth.imp import IMPSettings
+from lth.experiment import imp_settings_of, run_experiment
 
 
 def parse_args(argv=None) -> DenseSettings:
@@ -31,13 +30,7 @@ def run_directory(settings: DenseSettings) -> Path:
 @user_facing
 def main(argv=None) -> None:
     settings = parse_args(argv)
-    imp = IMPSettings(
-        rounds=0,
-        seed=settings.seed,
-        snapshot_iterations=settings.save_iterations,
-        init_seed=settings.init_seed,
-        transformation_seed=settings.transformation_seed,
-    )
+    imp = imp_settings_of(settings, rounds=0, snapshot_iterations=settings.save_iterations)
     run_experiment(settings, load_data, build_recipe, imp)
 
 

@@ -32,19 +32,20 @@ def configure_threads() -> None:
         torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
 
 
-def imp_settings_of(settings: Settings, **extra) -> IMPSettings:
-    """The IMP loop's settings from an image family's declared settings."""
-    return IMPSettings(
-        rounds=settings.rounds,
-        seed=settings.seed,
-        mode=settings.imp_mode,
-        run_type=settings.run_type,
-        rewind_iteration=settings.rewind_iteration,
-        init_seed=getattr(settings, "init_seed", None),
-        transformation_seed=getattr(settings, "transformation_seed", None),
-        prune_at_init=prune_at_init_of(settings),
-        **extra,
-    )
+def imp_settings_of(settings: Settings, **overrides) -> IMPSettings:
+    """The IMP loop's settings from an image family's declared settings (a dense round's settings have no rounds,
+    run type or mode: one dense round), with `overrides` on top."""
+    declared = {
+        "rounds": getattr(settings, "rounds", 0),
+        "seed": settings.seed,
+        "mode": getattr(settings, "imp_mode", "iterative"),
+        "run_type": getattr(settings, "run_type", "winning_ticket"),
+        "rewind_iteration": getattr(settings, "rewind_iteration", 0),
+        "init_seed": getattr(settings, "init_seed", None),
+        "transformation_seed": getattr(settings, "transformation_seed", None),
+        "prune_at_init": prune_at_init_of(settings),
+    }
+    return IMPSettings(**{**declared, **overrides})
 
 
 def prune_at_init_of(settings: Settings) -> PruneAtInit | None:
