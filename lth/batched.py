@@ -177,7 +177,8 @@ class _BatchedNetwork:
         """Dropout generators, seeded per round as a run's global RNG is when trained alone (or restored)."""
         generators = [torch.Generator(device=self.device).manual_seed(seed) for seed in seeds]
         for generator, state in zip(generators, states or [], strict=False):
-            generator.set_state(state)
+            if state is not None:  # None: progress written before dropout was batched (no dropout then)
+                generator.set_state(state)
         return generators
 
     def draw(self, generators: list[torch.Generator]) -> dict[str, torch.Tensor]:
@@ -235,7 +236,7 @@ def _batched_round(round_index: int, replicates: list[Replicate], network: _Batc
     mask_stack = {n: _stack([m[n] for m in masks]).to(device) for n in masks[0].layers}
     dropout_generators = network.generators(
         [derived_seed(transformation_seed(r.cfg), 3, round_index) for r in replicates],
-        [p["dropout_rng"] for p in progress] if resumable else None,
+        [p.get("dropout_rng") for p in progress] if resumable else None,
     )
     loss_sums = (_stack([p["loop"]["loss_sum"] for p in progress]) if resumable else torch.zeros(count)).to(device)
     loss_count = progress[0]["loop"]["loss_count"] if resumable else 0
