@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -51,7 +51,8 @@ from lth.masks import Mask
 from lth.results import RunDirectory, is_finished
 from lth.rewinding import derived_seed, to_cpu
 from lth.storage import atomic_write_json, atomic_write_text
-from lth.training import compile_options, run_schedule, set_learning_rate
+from lth.tracking import NoTracker, tracker_for
+from lth.training import autocast_for, compile_options, run_schedule, set_learning_rate
 
 
 @dataclass
@@ -60,14 +61,21 @@ class Replicate:
     recipe: IMPRecipe
     cfg: IMPSettings
     state: dict | None = None
+    tracker: NoTracker = field(default_factory=NoTracker)
 
 
 def check_batchable(replicates: list[Replicate]) -> None:
+    """Runs sharing a batch share one network shape (layers, dropout rates), schedule, rounds and rewind point."""
     first = replicates[0]
+    network = repr(first.recipe.model_factory())
     for other in replicates[1:]:
-        if other.recipe.arch != first.recipe.arch or other.recipe.schedule != first.recipe.schedule:
-            raise UserError(f"{other.run.name} and {first.run.name} differ in more than seed, run type and mode")
-        if other.cfg.rounds != first.cfg.rounds or other.cfg.rewind_iteration != first.cfg.rewind_iteration:
+        if (
+            other.recipe.arch != first.recipe.arch
+            or other.recipe.schedule != first.recipe.schedule
+            or other.cfg.rounds != first.cfg.rounds
+            or other.cfg.rewind_iteration != first.cfg.rewind_iteration
+            or repr(other.recipe.model_factory()) != network
+        ):
             raise UserError(f"{other.run.name} and {first.run.name} differ in more than seed, run type and mode")
 
 
@@ -98,12 +106,17 @@ def run_imp_batched(replicates: list[Replicate], quiet: bool = False) -> None:
         if r.state is None:
             r.state = _new_state(r.recipe, r.cfg)
         provenance.record(r.run.path, r.recipe.device)
+        r.tracker = tracker_for(r.run.settings, r.run.path)
     rounds = replicates[0].cfg.rounds
     network = _network_for(replicates[0].recipe, replicates[0].recipe.batches(0)[0])
-    for round_index in tqdm(range(rounds + 1), desc=f"{len(replicates)} runs batched", unit="round", disable=quiet):
-        todo = [r for r in replicates if r.state["next_round"] == round_index]
-        if todo:
-            _batched_round(round_index, todo, network, quiet)
+    try:
+        for round_index in tqdm(range(rounds + 1), desc=f"{len(replicates)} runs batched", unit="round", disable=quiet):
+            todo = [r for r in replicates if r.state["next_round"] == round_index]
+            if todo:
+                _batched_round(round_index, todo, network, quiet)
+    finally:
+        for r in replicates:
+            r.tracker.close()
     for r in replicates:
         atomic_write_text(r.run.path / "finished", time.strftime("%Y-%m-%dT%H:%M:%S\n"))
 
@@ -138,9 +151,9 @@ class _DrawnDropout(nn.Module):
 
 
 class _BatchedNetwork:
-    """The one network every replicate is called through, built (and compiled) once per batched job: each
-    replicate's parameters and buffers go in stacked (`functional_call` under `vmap`), and its dropout layers
-    multiply by keep-masks drawn outside (`draw`), from each replicate's own generator."""
+    """The one network every replicate is called through, built (and compiled) once per process
+    (`_network_for`): each replicate's parameters and buffers go in stacked (`functional_call` under `vmap`), and
+    its dropout layers multiply by keep-masks drawn outside (`draw`), from each replicate's own generator."""
 
     def __init__(self, recipe: IMPRecipe, example: torch.Tensor):
         device = torch.device(recipe.device)
@@ -148,12 +161,13 @@ class _BatchedNetwork:
         self.parameter_names = [n for n, _ in model.named_parameters()]
         self.buffer_names = [n for n, _ in model.named_buffers()]
         for name, module in list(model.named_modules()):
-            if isinstance(module, nn.Dropout) and module.p > 0:
+            if type(module) is nn.Dropout and module.p > 0:
                 model.set_submodule(name, _DrawnDropout(module.p))
-        self.dropout_layers: list[tuple[str, float, torch.Size]] = []  # in the order the forward pass calls them
+        # (name, p, shape, dtype) in the order the forward pass calls them
+        self.dropout_layers: list[tuple[str, float, torch.Size, torch.dtype]] = []
         hooks = [
             m.register_forward_pre_hook(
-                lambda m, args, name=name: self.dropout_layers.append((name, m.p, args[0].shape))
+                lambda m, args, name=name: self.dropout_layers.append((name, m.p, args[0].shape, args[0].dtype))
             )
             for name, m in model.named_modules()
             if isinstance(m, _DrawnDropout)
@@ -162,8 +176,26 @@ class _BatchedNetwork:
             model.train()(example)
         for hook in hooks:
             hook.remove()
+        names = [name for name, *_ in self.dropout_layers]
+        if len(set(names)) != len(names):
+            raise UserError(f"{recipe.arch} calls a dropout layer twice in one pass; train its runs alone")
         self.device = device
+        self._refuse_other_randomness(recipe.arch, example)
         self.losses = torch.compile(self._losses, **compile_options(device)) if recipe.compile else self._losses
+
+    def _refuse_other_randomness(self, arch: str, example: torch.Tensor) -> None:
+        """Random ops other than nn.Dropout (F.dropout, Dropout2d, ...) would draw across the whole batch."""
+        one = {n: t.detach().unsqueeze(0) for n, t in self.model.named_parameters()}
+        one |= {n: b.unsqueeze(0) for n, b in self.model.named_buffers()}
+        one |= {f"{name}.noise": torch.ones((1, *shape), dtype=dtype, device=self.device)
+                for name, _, shape, dtype in self.dropout_layers}  # fmt: skip
+        try:
+            with torch.no_grad():
+                vmap(self._forward, randomness="error")(one, {}, example.unsqueeze(0))
+        except RuntimeError as error:
+            if "random" not in str(error):
+                raise
+            raise UserError(f"{arch} draws random numbers other than nn.Dropout's; train its runs alone") from None
 
     def _forward(self, params: dict, buffers: dict, x: torch.Tensor) -> torch.Tensor:
         return functional_call(self.model, (params, buffers), (x,))
@@ -185,10 +217,13 @@ class _BatchedNetwork:
         """One step's keep-masks, as the dropout layers' buffers, stacked over replicates; each generator draws
         layer by layer in forward order, as torch's CPU dropout draws when the run trains alone."""
         noises = {}
-        for name, p, shape in self.dropout_layers:
+        for name, p, shape, dtype in self.dropout_layers:
             keep = 1.0 - p
             noises[f"{name}.noise"] = _stack(
-                [torch.empty(shape, device=self.device).bernoulli_(keep, generator=g).div_(keep) for g in generators]
+                [
+                    torch.empty(shape, dtype=dtype, device=self.device).bernoulli_(keep, generator=g).div_(keep)
+                    for g in generators
+                ]
             )
         return noises
 
@@ -271,8 +306,9 @@ def _batched_round(round_index: int, replicates: list[Replicate], network: _Batc
         for j, r in enumerate(replicates):  # all evaluated before any is kept: an interrupted evaluation keeps none
             row = {"iteration": at, "train_loss": (loss_sums[j].item() / loss_count) if loss_count else float("nan")}
             rows.append({**row, **r.recipe.evaluate(alone(j))})
-        for curve, row in zip(curves, rows, strict=True):
+        for r, curve, row in zip(replicates, curves, rows, strict=True):
             curve.append(row)
+            r.tracker.log_curve(round_index, row)
         loss_sums, loss_count = torch.zeros(count, device=device), 0
 
     def checkpoint(at: int) -> None:
@@ -307,7 +343,8 @@ def _batched_round(round_index: int, replicates: list[Replicate], network: _Batc
         x = _stack([b[0] for b in batches])
         y = _stack([b[1] for b in batches])
         network.model.train()
-        losses = network.losses(stacked.as_dict(), {**buffers, **network.draw(dropout_generators)}, x, y)
+        with autocast_for(device):  # bf16 on a GPU, as a run alone; full precision on a CPU
+            losses = network.losses(stacked.as_dict(), {**buffers, **network.draw(dropout_generators)}, x, y)
         optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()
         optimizer.step()
@@ -336,8 +373,9 @@ def _batched_round(round_index: int, replicates: list[Replicate], network: _Batc
         cost = {"wall_time_s": elapsed[j] + wall, **meter.columns(energy[j])}
         if cost["energy_method"] and meter.available:
             cost["energy_method"] += f"; shared evenly by {count} batched runs"
-        finish_round(round_index, r.run, r.recipe, r.cfg, r.state, masks[j], to_cpu(alone(j).state_dict()),
-                     curves[j], cost, captured[j])  # fmt: skip
+        row = finish_round(round_index, r.run, r.recipe, r.cfg, r.state, masks[j], to_cpu(alone(j).state_dict()),
+                           curves[j], cost, captured[j])  # fmt: skip
+        r.tracker.log_round(row)
 
 
 def _split_optimizer_state(state: dict, count: int) -> list[dict]:

@@ -60,7 +60,7 @@ class IMPRecipe:
     lr_at: Callable[[int], float] | None = None
     prunable_names: list[str] | None = None
     device: str = "cpu"
-    compile: bool = False  # torch.compile the training step (lth.training.compile_options)
+    compile: bool = False  # torch.compile the network's forward and backward (lth.training.compile_options)
     # Turns a round's curve into its row's metric columns; image families select on validation loss.
     summarize: Callable[[list[dict]], dict] = early_stop_summary
     # One line printed per finished round (None: the image families' early-stop line).

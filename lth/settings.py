@@ -383,8 +383,8 @@ def device_setting() -> Any:
 def compile_setting() -> Any:
     return setting(
         False,
-        "compile the training step with torch.compile (on a GPU with CUDA graphs, mode reduce-overhead); "
-        "results agree with uncompiled training to float tolerance, not bit for bit",
+        "compile the network with torch.compile, its forward and backward passes (on a GPU with CUDA graphs, "
+        "mode reduce-overhead); results agree with uncompiled training to float tolerance, not bit for bit",
         kind=OPERATIONAL,
     )
 

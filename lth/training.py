@@ -88,8 +88,9 @@ def autocast_for(device: torch.device | str):
 
 def compile_options(device: torch.device | str) -> dict:
     """torch.compile's options for a training step: CUDA graphs on a GPU, where a small model's step is bound by
-    kernel launches (one replay instead of one launch per kernel); plain fused kernels elsewhere. Random ops
-    (dropout) draw from torch's generators as uncompiled code does, so a compiled run keeps its draws."""
+    kernel launches (one replay instead of one launch per kernel); plain fused kernels elsewhere. Sets inductor's
+    process-wide `fallback_random`: random ops (dropout) then draw from torch's generators as uncompiled code
+    does, so a compiled run keeps its draws."""
     import torch._inductor.config
 
     torch._inductor.config.fallback_random = True
@@ -119,7 +120,8 @@ def run_schedule(
 
     From `iteration` to the round's end: `record(i)` evaluates at the evaluation points not yet in `recorded`,
     `checkpoint(i)` saves progress every `checkpoint_every` iterations (not again at `resumed_at`, where it was
-    saved) and when a stop is requested, `before_step(i)` runs before iteration i is trained by `step(i)`.
+    saved), when a stop is requested and when one interrupts an evaluation (which a resumed run repeats), and
+    `before_step(i)` runs before iteration i is trained by `step(i)`.
     """
     points = schedule.evaluation_points()
     with tqdm(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from imp_fixtures import DIGITS, FixtureSettings, digits_recipe
 from torch import nn
 
@@ -123,6 +124,39 @@ def test_dropout_replicates_draw_the_masks_they_draw_alone_whoever_shares_their_
     no_dropout = alone(tmp_path / "plain", *RUNS[0], eval_every=1, iterations=50, rounds=1)
     plain = [float(r["train_loss"]) for r in read_csv_rows(no_dropout.curve_csv) if r["train_loss"] != "nan"]
     assert plain != pytest.approx(losses, rel=1e-2), "dropout was active"
+
+
+class FunctionalDropout(DigitsMLP):
+    def forward(self, x):
+        return torch.nn.functional.dropout(super().forward(x), 0.2, self.training)
+
+
+class RepeatedDropout(DropoutDigits):
+    def forward(self, x):
+        hidden = self.second(self.layers[2](self.layers[1](self.layers[0](x))))
+        return self.layers[5](self.second(self.layers[4](self.layers[3](hidden))))
+
+
+@pytest.mark.parametrize(
+    ("factories", "message"),
+    [
+        ((FunctionalDropout, FunctionalDropout), "random numbers other than nn.Dropout"),
+        ((RepeatedDropout, RepeatedDropout), "calls a dropout layer twice"),
+        ((DigitsMLP, DropoutDigits), "differ in more than seed"),
+    ],
+)
+def test_networks_whose_draws_cannot_be_kept_per_replicate_are_refused(tmp_path, factories, message):
+    jobs = [job(tmp_path, *spec) for spec in RUNS[:2]]
+    for (_, recipe, _), factory in zip(jobs, factories, strict=True):
+        recipe.model_factory = factory
+    for run, _, _ in jobs:
+        run.open()
+    try:
+        with pytest.raises(UserError, match=message):
+            run_imp_batched([Replicate(run, recipe, cfg) for run, recipe, cfg in jobs], quiet=True)
+    finally:
+        for run, _, _ in jobs:
+            run.close()
 
 
 def test_compiled_training_alone_and_batched_agrees_with_uncompiled(tmp_path):
