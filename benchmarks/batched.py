@@ -114,12 +114,17 @@ def compare(model: str, data, runs: int, iterations: int, eval_every: int, devic
             warm = recipes(
                 model, data, runs if timer is time_batched else 1, 2 * eval_every, eval_every, device, compiled
             )
-            timer(warm, Path(tmp) / f"warm-{way}", device)
-            times[way] = timer(jobs, Path(tmp) / way, device)
+            try:  # device time is scarce: a way that fails is reported, and the others are still measured
+                timer(warm, Path(tmp) / f"warm-{way}", device)
+                times[way] = timer(jobs, Path(tmp) / way, device)
+            except Exception as error:
+                print(f"  {way}: failed: {type(error).__name__}: {str(error).splitlines()[0][:300]}", flush=True)
     return times
 
 
 def report(model: str, runs: int, iterations: int, eval_every: int, times: dict) -> list[str]:
+    if not times:
+        return [f"{runs} {model} runs: no way finished"]
     base = times.get("alone") or next(iter(times.values()))
     lines = [f"{runs} {model} runs x 1 round of {iterations} iterations, evaluated every {eval_every}:"]
     for way, seconds in times.items():
@@ -133,6 +138,8 @@ def report(model: str, runs: int, iterations: int, eval_every: int, times: dict)
 def extrapolate(model: str, runs: int, iterations: int, times: dict) -> str:
     """The issue's protocol, from the fastest way measured: per run-iteration time x the protocol's iterations."""
     total_runs, rounds, round_iterations, target = PROTOCOLS[model]
+    if not times:
+        return "  nothing to extrapolate from"
     way, seconds = min(times.items(), key=lambda item: item[1])
     estimate = seconds / (runs * iterations) * total_runs * rounds * round_iterations
     verdict = "within" if estimate <= target else "over"
@@ -170,7 +177,7 @@ def step_against_arithmetic(data, iterations: int, device: str) -> list[str]:
     # A round of 2N iterations less one of N: the steps alone (set-up, evaluation, pruning and files cancel out)
     short = compare("conv2", data, 1, iterations, iterations, device, ["alone", "alone+compile"])
     long = compare("conv2", data, 1, 2 * iterations, 2 * iterations, device, ["alone", "alone+compile"])
-    for way in short:
+    for way in [w for w in short if w in long]:
         step_ms = (long[way] - short[way]) / iterations * 1000
         lines.append(
             f"  {way:18s} {step_ms:.3f} ms per step, {step_ms / arithmetic_ms:.1f}x its arithmetic (target 3x)"
