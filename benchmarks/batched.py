@@ -7,7 +7,8 @@ GPU). Prints the times and their ratios against the runs one after another, unco
 
     python benchmarks/batched.py [--runs 10] [--iterations 500] [--model lenet|conv2] [--device cpu|cuda]
 
-`--suite gpu` is the issue's GPU measurement in one command of a few minutes: 20 LeNet runs and 10 Conv-2 runs
+`--suite gpu` is the issue's GPU measurement in one command of a few minutes (`--synthetic`: random data of the
+real shapes, so no dataset has to travel to a lent GPU): 20 LeNet runs and 10 Conv-2 runs
 (each way), the single-run Conv-2 step against its arithmetic time, and the paper-scale protocols extrapolated
 from the measured iterations (saying so). `--suite smoke` runs the same code at a tiny scale (CPU, for testing).
 """
@@ -30,7 +31,7 @@ sys.path.insert(0, str(REPO))
 from lth.api import StudySettings  # noqa: E402
 from lth.batched import Replicate, run_imp_batched  # noqa: E402
 from lth.batches import ShuffledBatches  # noqa: E402
-from lth.datasets import load_cifar10, load_mnist, resolve_data_root  # noqa: E402
+from lth.datasets import ImageData, load_cifar10, load_mnist, resolve_data_root  # noqa: E402
 from lth.imp import IMPRecipe, IMPSettings, run_imp  # noqa: E402
 from lth.pruning import LayerwisePruning, conv_fc_rates  # noqa: E402
 from lth.results import RunDirectory  # noqa: E402
@@ -72,6 +73,18 @@ def recipes(name: str, data, runs: int, iterations: int, eval_every: int, device
         settings = StudySettings(name=f"bench-{name}", seed=seed, run_type=run_type, rounds=0, energy=False)
         out.append((recipe, IMPSettings(rounds=0, seed=seed, run_type=run_type), settings))
     return out
+
+
+def synthetic(name: str, device: str) -> ImageData:
+    """Random images and labels of the real dataset's sizes and shapes (55k/45k train, 5k validation, 10k test):
+    timings do not depend on pixel values, and the data need not travel to a lent GPU."""
+    shape, train = ((1, 28, 28), 55_000) if name == "lenet" else ((3, 32, 32), 45_000)
+    generator = torch.Generator().manual_seed(0)
+
+    def part(n):
+        return torch.randn(n, *shape, generator=generator), torch.randint(0, 10, (n,), generator=generator)
+
+    return ImageData(*part(train), *part(5_000), *part(10_000), 10).to(device)
 
 
 def synchronize(device: str) -> None:
@@ -199,14 +212,22 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--data_dir", default=None)
+    parser.add_argument("--synthetic", action="store_true", help="random data of MNIST's and CIFAR-10's shapes")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     root = resolve_data_root(args.data_dir)
+
+    def load(model: str) -> ImageData:
+        if args.synthetic:
+            return synthetic(model, device)
+        return (load_mnist if model == "lenet" else load_cifar10)(root, device, val_size=5000, seed=0)
+
     device = "cuda" if args.suite == "gpu" else args.device
-    print(f"{device} ({device_name(device)}), {args.threads} CPU thread(s), torch {torch.__version__}", flush=True)
+    data_kind = "synthetic data of the real shapes" if args.synthetic else f"real data from {root}"
+    print(f"{device} ({device_name(device)}), {args.threads} CPU thread(s), torch {torch.__version__}, {data_kind}",
+          flush=True)  # fmt: skip
     if args.suite is None:
-        loader = load_mnist if args.model == "lenet" else load_cifar10
-        data = loader(root, device, val_size=5000, seed=0)
+        data = load(args.model)
         eval_every = args.eval_every or args.iterations
         times = compare(args.model, data, args.runs, args.iterations, eval_every, device, WAYS)
         print("\n".join(report(args.model, args.runs, args.iterations, eval_every, times)))
@@ -214,8 +235,7 @@ def main() -> None:
     # (runs, iterations, evaluated every) per model: the protocols' evaluation cadence, a few minutes in all
     scale = {"gpu": {"lenet": (20, 1000, 100), "conv2": (10, 1000, 100), "step": 500},
              "smoke": {"lenet": (3, 20, 10), "conv2": (2, 10, 5), "step": 10}}[args.suite]  # fmt: skip
-    mnist = load_mnist(root, device, val_size=5000, seed=0)
-    cifar = load_cifar10(root, device, val_size=5000, seed=0)
+    mnist, cifar = load("lenet"), load("conv2")
     if args.suite == "smoke":  # evaluation on 500 + 500 images: the code path, not the cost
         mnist, cifar = (
             dataclasses.replace(
