@@ -172,14 +172,16 @@ def select_line(lines: list[ConfigLine], index: int, config: Path) -> ConfigLine
 
 def start_line(script: Path, line: ConfigLine) -> subprocess.Popen:
     """Run one config line (or a batch of lines, through `lth batch`) as its own process: a crash in one run
-    never takes the sweep down. It gets a session of its own, so a signal reaches it once: forwarded by the
-    sweep, not also from the terminal."""
+    never takes the sweep down. It gets a process group of its own, so a signal reaches it once: forwarded by
+    the sweep, not also from the terminal. It stays in the sweep's session, so on Linux it shares the sweep's
+    scheduling autogroup and `nice lth sweep ...` lowers its priority against other sessions' work (a session of
+    its own would be a new autogroup at normal priority, whatever the sweep's nice value)."""
     if line.batch:
         lines = [shlex.join(member.argv) for member in line.batch]
         command = [sys.executable, "-u", "-m", "lth", "batch", str(script), "--lines", *lines]
     else:
         command = [sys.executable, "-u", str(script), *line.argv]
-    return subprocess.Popen(command, cwd=script.parent, start_new_session=True)
+    return subprocess.Popen(command, cwd=script.parent, process_group=0)
 
 
 def _finished(directory) -> bool:

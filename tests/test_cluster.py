@@ -167,3 +167,19 @@ def test_a_lease_lost_to_another_process_refuses_further_writes(tmp_path):
         run.save_state({"next_round": 0})
     run.close()
     assert run.lock.path.exists(), "the other process's lease is left alone"
+
+
+def test_a_sweep_line_runs_in_its_own_process_group_inside_the_sweeps_session(tmp_path):
+    """Its own group: a signal reaches it once (forwarded by the sweep). The sweep's session: on Linux it shares
+    the sweep's scheduling autogroup, so `nice lth sweep` lowers the runs' priority too."""
+    from lth.sweep import ConfigLine, start_line
+
+    script, out = tmp_path / "probe.py", tmp_path / "ids.txt"
+    script.write_text(
+        f"import os\nopen({str(out)!r}, 'w').write(f'{{os.getpid()}} {{os.getpgrp()}} {{os.getsid(0)}}')\n"
+    )
+    child = start_line(script, ConfigLine(1, []))
+    assert child.wait(timeout=30) == 0
+    pid, group, session = map(int, out.read_text().split())
+    assert pid == child.pid and group == child.pid, "a process group of its own"
+    assert session == os.getsid(0), "the sweep's session"
