@@ -44,6 +44,12 @@ def build_parser() -> ArgumentParser:
         help="train lines that differ only in seed, trial, run type or IMP mode together in one batched step "
         "(image families; pays on a GPU); with --submit, one array task per batch",
     )
+    sweep.add_argument(
+        "--max_batch",
+        type=positive_int,
+        default=None,
+        help="with --batch: at most this many runs per batch (what fits the device's memory); implies --batch",
+    )
 
     status = commands.add_parser("status", help="finished, running, failed and missing runs")
     status.add_argument("results_dir", nargs="?", help="directory holding run directories")
@@ -180,7 +186,8 @@ def run_command(args) -> None:
                 submit_to=args.submit,
                 yes=args.yes,
                 parallel=args.per_device,
-                batch=args.batch,
+                batch=args.batch or args.max_batch is not None,
+                max_batch=args.max_batch,
             )
         )
     elif args.command == "status":

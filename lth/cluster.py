@@ -60,7 +60,13 @@ def folder_headers(folder: Path, system: str) -> list[str]:
 
 
 def array_job_script(
-    system: str, config: Path, script: Path, runs: int, max_parallel: int = 8, batch: bool = False
+    system: str,
+    config: Path,
+    script: Path,
+    runs: int,
+    max_parallel: int = 8,
+    batch: bool = False,
+    max_batch: int | None = None,
 ) -> str:
     """An array job sized to the config file: task i runs run line i through `lth sweep`."""
     if system not in SUBMIT_COMMAND:
@@ -89,7 +95,8 @@ def array_job_script(
         f'cd "{workdir}"',
         "mkdir -p outputs",
         f'exec "${{LTH_PYTHON:-python}}" -m lth sweep {shlex.quote(config.name)} --script {shlex.quote(script.name)}'
-        + (" --batch" if batch else ""),
+        + (" --batch" if batch else "")
+        + (f" --max_batch {max_batch}" if batch and max_batch else ""),
     ]
     return (
         "\n".join(
@@ -104,10 +111,12 @@ def array_job_script(
     )
 
 
-def submit(system: str, config: Path, script: Path, runs: int, yes: bool, batch: bool = False) -> Path:
+def submit(
+    system: str, config: Path, script: Path, runs: int, yes: bool, batch: bool = False, max_batch: int | None = None
+) -> Path:
     job = config.parent / f"{config.stem}.{system}.sh"
     (config.parent / "outputs").mkdir(exist_ok=True)
-    atomic_write_text(job, array_job_script(system, config, script, runs, batch=batch))
+    atomic_write_text(job, array_job_script(system, config, script, runs, batch=batch, max_batch=max_batch))
     job.chmod(0o755)
     print(job.read_text(), end="")
     command = f"{SUBMIT_COMMAND[system]} < {job.name}" if system == "lsf" else f"sbatch {job.name}"

@@ -45,8 +45,11 @@ class ConfigLine:
         return shlex.join(self.argv)
 
 
-def batch_units(module: ModuleType, folder: Path, lines: list[ConfigLine], directories: list[Path]):
-    """Lines that differ only in seed, trial, run type or IMP mode, grouped: each group is one unit of work."""
+def batch_units(
+    module: ModuleType, folder: Path, lines: list[ConfigLine], directories: list[Path], max_batch: int | None = None
+):
+    """Lines that differ only in seed, trial, run type or IMP mode, grouped: each group (split into batches of at
+    most `max_batch` lines, in config order, where given) is one unit of work."""
     from lth.batched import batch_key
 
     if not all(hasattr(module, name) for name in ("load_data", "build_recipe")):
@@ -62,13 +65,15 @@ def batch_units(module: ModuleType, folder: Path, lines: list[ConfigLine], direc
     finally:
         os.chdir(previous)
     units = []
-    for members in groups.values():
-        if len(members) == 1:
-            units.append(members[0])
-        else:
-            first = members[0][0]
-            unit = ConfigLine(first.number, first.argv, batch=[line for line, _ in members])
-            units.append((unit, [directory for _, directory in members]))
+    for group in groups.values():
+        size = max_batch or len(group)
+        for members in (group[start : start + size] for start in range(0, len(group), size)):
+            if len(members) == 1:
+                units.append(members[0])
+            else:
+                first = members[0][0]
+                unit = ConfigLine(first.number, first.argv, batch=[line for line, _ in members])
+                units.append((unit, [directory for _, directory in members]))
     return units
 
 
@@ -256,6 +261,7 @@ def sweep(
     yes: bool = False,
     parallel: int = 1,
     batch: bool = False,
+    max_batch: int | None = None,
 ) -> int:
     """Run the config file's unfinished lines (or, inside an array job, the line of its index)."""
     from lth.cluster import submit
@@ -266,14 +272,14 @@ def sweep(
     directories = check_lines(module, config, lines)
     todo = list(zip(lines, directories, strict=True))
     if batch:
-        todo = batch_units(module, script.resolve().parent, lines, directories)
+        todo = batch_units(module, script.resolve().parent, lines, directories, max_batch)
         print(
             f"{len(lines)} lines in {len(todo)} batch(es); on a CPU batching is slower than one run after another "
             "(benchmarks/batched.py): it pays on a GPU",
             flush=True,
         )
     if submit_to:
-        submit(submit_to, config.resolve(), script.resolve(), len(todo), yes, batch=batch)
+        submit(submit_to, config.resolve(), script.resolve(), len(todo), yes, batch=batch, max_batch=max_batch)
         return 0
     index = array_index()
     if index is not None:

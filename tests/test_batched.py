@@ -227,6 +227,31 @@ def test_sweep_batch_groups_lines_and_trains_them_together(tmp_path, capsys):
     assert sum((run / "batched.json").exists() for run in runs) == 2
 
 
+def test_max_batch_splits_a_group_into_batches_that_fit_and_array_tasks_follow(tmp_path, capsys, monkeypatch):
+    from conftest import REPO
+
+    from lth.cli import main as lth
+
+    config = tmp_path / "configs.txt"
+    common = f"--iterations 30 --rounds 1 --quiet --device cpu --output_dir {tmp_path / 'runs'}"
+    config.write_text("".join(f"--trial {t} {common}\n" for t in range(5)))
+    script = str(REPO / "Lenet-300-100" / "main.py")
+    with pytest.raises(SystemExit) as done:
+        lth(["sweep", str(config), "--script", script, "--max_batch", "2", "--dry-run"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert "5 lines in 3 batch(es)" in out
+    assert out.count("would run line") == 3 and "would run line 5: main.py --trial 4" in out, "the last one alone"
+    with pytest.raises(SystemExit):
+        lth(["sweep", str(config), "--script", script, "--batch", "--max_batch", "2", "--submit", "slurm"])
+    job = (tmp_path / "configs.slurm.sh").read_text()
+    assert "#SBATCH --array=1-3" in job and "--batch --max_batch 2" in job
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "2")
+    with pytest.raises(SystemExit):
+        lth(["sweep", str(config), "--script", script, "--batch", "--max_batch", "2", "--dry-run"])
+    assert "would run line 3: main.py batched: --trial 2" in capsys.readouterr().out, "task 2: the second batch"
+
+
 def test_entry_scripts_name_several_runs_at_once_and_train_them_batched_sharing_energy(tmp_path, monkeypatch):
     from conftest import family_module, require_data, tiny_mnist
 
