@@ -93,3 +93,37 @@ def test_bert_rewinds_exactly_and_masks_hold_under_bf16_autocast(tiny_model, tin
         keep = mask[name].cpu()
         assert not torch.equal(state["trained"][name].cpu()[keep], reference[name][keep])  # survivors trained
     assert 0 <= float(rows[-1]["dev_accuracy"]) <= 100
+
+
+@pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
+def test_batched_and_compiled_runs_keep_the_semantics_on_cuda(tmp_path, compile):
+    """Conv-2 with dropout: two seeds trained batched (and, compiled, as CUDA graphs) and each alone: masks hold,
+    every run's sparsity is the exact count, and the batched runs' dense round ends near the runs alone (bf16)."""
+    from lth.batched import Replicate, run_imp_batched
+
+    main = family_module("CNN", "main")
+    trainer = family_module("CNN", "trainer")
+    data = synthetic_images((3, 32, 32))
+    flags = ["--arch", "Conv-2", "--dropout_rate", "0.5", "--iterations", "40", "--eval_every", "20"]
+    flags += ["--compile"] if compile else []
+    replicates, alone = [], []
+    for seed in (1, 2):
+        args = main.parse_args([*flags, "--seed", str(seed), "--output_dir", str(tmp_path / "batched")])
+        replicates.append(Replicate(RunDirectory(tmp_path / "batched", args).open(),
+                                    trainer.build_recipe(args, data, DEVICE), IMPSettings(rounds=2, seed=seed)))  # fmt: skip
+        args = main.parse_args([*flags, "--seed", str(seed), "--output_dir", str(tmp_path / "alone")])
+        with RunDirectory(tmp_path / "alone", args) as run:
+            run_imp(run, trainer.build_recipe(args, data, DEVICE), IMPSettings(rounds=2, seed=seed), quiet=True)
+            alone.append(run.load_state())
+    try:
+        run_imp_batched(replicates, quiet=True)
+    finally:
+        for r in replicates:
+            r.run.close()
+    for r, reference in zip(replicates, alone, strict=True):
+        state = r.run.load_state()
+        names = list(Mask.from_state_dict(state["mask"]).layers)
+        mask = check_masks_hold(state, names)
+        assert mask.kept_counts() == check_masks_hold(reference, names).kept_counts()
+        dense, dense_alone = state["rows"][0], reference["rows"][0]
+        assert float(dense["val_loss"]) == pytest.approx(float(dense_alone["val_loss"]), rel=0.1)
