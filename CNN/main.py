@@ -29,7 +29,7 @@ def run_directory(settings: ConvSettings) -> Path:
 
 @user_facing
 def main(argv=None) -> None:
-    """One run; several named at once (e.g. --trial 0 1 2 --run_type winning_ticket random_reinit) train batched."""
+    """One run; several named at once (e.g. --seed 1 2 3 --run_type winning_ticket random_reinit) train batched."""
     main_or_batch(__file__, argv, run_one)
 
 

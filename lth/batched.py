@@ -80,8 +80,9 @@ def check_batchable(replicates: list[Replicate]) -> None:
 
 
 def started_alone(run: RunDirectory) -> bool:
-    """A run with saved state but no batched.json was being trained alone."""
-    return (run.path / "state.pt").exists() and not (run.path / "batched.json").exists()
+    """A run with saved state or in-round progress but no batched.json was being trained alone."""
+    saved = (run.path / "state.pt").exists() or (run.path / "progress.pt").exists()
+    return saved and not (run.path / "batched.json").exists()
 
 
 def run_imp_batched(replicates: list[Replicate], quiet: bool = False) -> None:
@@ -90,6 +91,8 @@ def run_imp_batched(replicates: list[Replicate], quiet: bool = False) -> None:
     if not replicates:
         return
     check_batchable(replicates)
+    # Refusals first: nothing is marked batched until the runs are known to be batchable.
+    network = _network_for(replicates[0].recipe, replicates[0].recipe.batches(0)[0])
     names = sorted(r.run.name for r in replicates)
     for r in replicates:
         if started_alone(r.run):
@@ -108,7 +111,6 @@ def run_imp_batched(replicates: list[Replicate], quiet: bool = False) -> None:
         provenance.record(r.run.path, r.recipe.device)
         r.tracker = tracker_for(r.run.settings, r.run.path)
     rounds = replicates[0].cfg.rounds
-    network = _network_for(replicates[0].recipe, replicates[0].recipe.batches(0)[0])
     try:
         for round_index in tqdm(range(rounds + 1), desc=f"{len(replicates)} runs batched", unit="round", disable=quiet):
             todo = [r for r in replicates if r.state["next_round"] == round_index]

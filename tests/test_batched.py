@@ -157,6 +157,7 @@ def test_networks_whose_draws_cannot_be_kept_per_replicate_are_refused(tmp_path,
     finally:
         for run, _, _ in jobs:
             run.close()
+    assert not list(tmp_path.rglob("batched.json")), "refused before any run is marked batched: each may run alone"
 
 
 def test_compiled_training_alone_and_batched_agrees_with_uncompiled(tmp_path):
