@@ -164,10 +164,20 @@ def show_status(results_dir: str | None, config: str | None, script: str) -> Non
 @user_facing
 def main(argv: list[str] | None = None) -> None:
     try:
-        run_command(build_parser().parse_args(argv))
+        run_command(build_parser().parse_args(protect_lines(sys.argv[1:] if argv is None else list(argv))))
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
         raise SystemExit(0) from None
+
+
+def protect_lines(argv: list[str]) -> list[str]:
+    """`lth batch SCRIPT --lines "--random_reinit" ...`: argparse would read a line of one flag as an option of its
+    own; a leading space makes it a value (argparse never reads a string with a space as an option), and the
+    shell-style split of the line drops the space again."""
+    if not argv or argv[0] != "batch" or "--lines" not in argv:
+        return argv
+    start = argv.index("--lines") + 1
+    return argv[:start] + [f" {line}" if line.startswith("-") and " " not in line else line for line in argv[start:]]
 
 
 def run_command(args) -> None:

@@ -228,6 +228,20 @@ def test_sweep_batch_groups_lines_and_trains_them_together(tmp_path, capsys):
     assert sum((run / "batched.json").exists() for run in runs) == 2
 
 
+def test_a_line_of_one_flag_is_a_line_not_an_option():
+    import shlex
+
+    from lth.cli import build_parser, protect_lines
+
+    argv = ["batch", "main.py", "--lines", "--random_reinit", "--trial 1", "--trial 2 --random_prune"]
+    lines = build_parser().parse_args(protect_lines(argv)).lines
+    assert [shlex.split(line) for line in lines] == [
+        ["--random_reinit"],
+        ["--trial", "1"],
+        ["--trial", "2", "--random_prune"],
+    ]
+
+
 def test_max_batch_splits_a_group_into_batches_that_fit_and_array_tasks_follow(tmp_path, capsys, monkeypatch):
     from conftest import REPO
 
