@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 from lth.api import StudySettings  # noqa: E402
 from lth.batched import Replicate, run_imp_batched  # noqa: E402
 from lth.batches import ShuffledBatches  # noqa: E402
-from lth.datasets import ImageData, load_cifar10, load_mnist, resolve_data_root  # noqa: E402
+from lth.datasets import ImageData, load_cifar10, load_mnist, random_images, resolve_data_root  # noqa: E402
 from lth.imp import IMPRecipe, IMPSettings, run_imp  # noqa: E402
 from lth.pruning import LayerwisePruning, conv_fc_rates  # noqa: E402
 from lth.results import RunDirectory  # noqa: E402
@@ -76,15 +76,11 @@ def recipes(name: str, data, runs: int, iterations: int, eval_every: int, device
 
 
 def synthetic(name: str, device: str) -> ImageData:
-    """Random images and labels of the real dataset's sizes and shapes (55k/45k train, 5k validation, 10k test):
-    timings do not depend on pixel values, and the data need not travel to a lent GPU."""
-    shape, train = ((1, 28, 28), 55_000) if name == "lenet" else ((3, 32, 32), 45_000)
-    generator = torch.Generator().manual_seed(0)
-
-    def part(n):
-        return torch.randn(n, *shape, generator=generator), torch.randint(0, 10, (n,), generator=generator)
-
-    return ImageData(*part(train), *part(5_000), *part(10_000), 10).to(device)
+    """Random data of the real dataset's shapes and sizes (55k/45k train, 5k validation, 10k test): timings do not
+    depend on pixel values, and no dataset has to travel to a lent GPU."""
+    if name == "lenet":
+        return random_images((1, 28, 28), (55_000, 5_000, 10_000), device)
+    return random_images((3, 32, 32), (45_000, 5_000, 10_000), device)
 
 
 def synchronize(device: str) -> None:
@@ -120,10 +116,10 @@ def compare(model: str, data, runs: int, iterations: int, eval_every: int, devic
     times = {}
     with tempfile.TemporaryDirectory() as tmp:
         for way in ways:
-            jobs = recipes(model, data, runs, iterations, eval_every, device, compile=way.endswith("+compile"))
+            compiled = way.endswith("+compile")
+            jobs = recipes(model, data, runs, iterations, eval_every, device, compiled)
             timer = time_alone if way.startswith("alone") else time_batched
             # Untimed warm-up of the same shapes: compiling, capturing CUDA graphs and kernel selection happen once
-            compiled = way.endswith("+compile")
             warm = recipes(
                 model, data, runs if timer is time_batched else 1, 2 * eval_every, eval_every, device, compiled
             )

@@ -64,8 +64,9 @@ class Replicate:
     tracker: NoTracker = field(default_factory=NoTracker)
 
 
-def check_batchable(replicates: list[Replicate]) -> None:
-    """Runs sharing a batch share one network shape (layers, dropout rates), schedule, rounds and rewind point."""
+def check_batchable(replicates: list[Replicate]) -> str:
+    """Runs sharing a batch share one network shape (layers, dropout rates), schedule, rounds and rewind point;
+    returns that network's description."""
     first = replicates[0]
     network = repr(first.recipe.model_factory())
     for other in replicates[1:]:
@@ -77,6 +78,7 @@ def check_batchable(replicates: list[Replicate]) -> None:
             or repr(other.recipe.model_factory()) != network
         ):
             raise UserError(f"{other.run.name} and {first.run.name} differ in more than seed, run type and mode")
+    return network
 
 
 def started_alone(run: RunDirectory) -> bool:
@@ -90,9 +92,9 @@ def run_imp_batched(replicates: list[Replicate], quiet: bool = False) -> None:
     replicates = [r for r in replicates if not is_finished(r.run.path)]
     if not replicates:
         return
-    check_batchable(replicates)
+    architecture = check_batchable(replicates)
     # Refusals first: nothing is marked batched until the runs are known to be batchable.
-    network = _network_for(replicates[0].recipe, replicates[0].recipe.batches(0)[0])
+    network = _network_for(architecture, replicates[0].recipe, replicates[0].recipe.batches(0)[0])
     names = sorted(r.run.name for r in replicates)
     for r in replicates:
         if started_alone(r.run):
@@ -183,6 +185,7 @@ class _BatchedNetwork:
             raise UserError(f"{recipe.arch} calls a dropout layer twice in one pass; train its runs alone")
         self.device = device
         self._refuse_other_randomness(recipe.arch, example)
+        self.single = recipe.model_factory().to(device)  # one replicate at a time: evaluation and saving
         self.losses = torch.compile(self._losses, **compile_options(device)) if recipe.compile else self._losses
 
     def _refuse_other_randomness(self, arch: str, example: torch.Tensor) -> None:
@@ -233,9 +236,10 @@ class _BatchedNetwork:
 _NETWORKS: dict[tuple, _BatchedNetwork] = {}
 
 
-def _network_for(recipe: IMPRecipe, example: torch.Tensor) -> _BatchedNetwork:
-    """One network per architecture, device and input shape in a process, so a compiled step compiles once."""
-    key = (repr(recipe.model_factory()), str(recipe.device), recipe.compile, tuple(example.shape))
+def _network_for(architecture: str, recipe: IMPRecipe, example: torch.Tensor) -> _BatchedNetwork:
+    """One network per architecture (its description), device and input shape in a process, so a compiled step
+    compiles once."""
+    key = (architecture, str(recipe.device), recipe.compile, tuple(example.shape))
     if key not in _NETWORKS:
         _NETWORKS.clear()  # one at a time: a process trains one kind of batch after another
         _NETWORKS[key] = _BatchedNetwork(recipe, example)
@@ -293,14 +297,14 @@ def _batched_round(round_index: int, replicates: list[Replicate], network: _Batc
         return [s.add(lap, share=1.0 / count) for s in spent]  # the batch's energy, shared evenly
 
     def alone(index: int) -> nn.Module:
-        single = recipe.model_factory().to(device)
-        single.load_state_dict(
+        """Replicate `index` as a network of its own (the one `network.single`, loaded with its weights)."""
+        network.single.load_state_dict(
             {
                 **{n: p[index].detach() for n, p in stacked.as_dict().items()},
                 **{n: b[index] for n, b in buffers.items()},
             }
         )
-        return single
+        return network.single
 
     def record(at: int) -> None:
         nonlocal loss_sums, loss_count

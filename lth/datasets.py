@@ -172,6 +172,19 @@ def load_cifar10(root: Path, device: torch.device | str = "cpu", val_size: int =
 
 
 # --- scikit-learn's bundled 8x8 digits (offline demo) ---------------------------------------
+def random_images(
+    shape: tuple[int, ...], sizes: tuple[int, int, int], device: torch.device | str = "cpu", seed: int = 0
+) -> ImageData:
+    """Random images and labels (10 classes) of one shape, with (train, validation, test) sizes: for timings and
+    device checks, where pixel values do not matter and no dataset has to be present."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def split(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.randn(n, *shape, generator=generator), torch.randint(0, 10, (n,), generator=generator)
+
+    return ImageData(*split(sizes[0]), *split(sizes[1]), *split(sizes[2]), num_classes=10).to(device)
+
+
 def load_digits(device: torch.device | str = "cpu", seed: int = 0, test_fraction: float = 0.2) -> ImageData:
     """1,797 8x8 digit images shipped with scikit-learn: a real dataset that needs no download."""
     from sklearn.datasets import load_digits as sklearn_digits

@@ -10,7 +10,7 @@ from conftest import family_module
 from test_bert_imp import pretrained, tiny_args
 from test_bert_support import bert_modules, tiny_glue, tiny_model  # noqa: F401
 
-from lth.datasets import ImageData
+from lth.datasets import ImageData, random_images
 from lth.imp import IMPSettings, _policy_for, run_imp
 from lth.masks import Mask
 from lth.results import RunDirectory
@@ -19,14 +19,8 @@ DEVICE = "cuda"
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
-def synthetic_images(shape: tuple[int, ...], n_train: int = 256, n_eval: int = 64) -> ImageData:
-    generator = torch.Generator().manual_seed(0)
-
-    def images(n):
-        x = torch.randn(n, *shape, generator=generator)
-        return x.to(DEVICE), torch.randint(0, 10, (n,), generator=generator).to(DEVICE)
-
-    return ImageData(*images(n_train), *images(n_eval), *images(n_eval), num_classes=10)
+def synthetic_images(shape: tuple[int, ...]) -> ImageData:
+    return random_images(shape, (256, 64, 64), DEVICE)
 
 
 def check_masks_hold(state: dict, names: list[str]) -> Mask:
