@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import importlib
 import os
 import platform
@@ -290,8 +291,10 @@ def main() -> None:
         )
     if args.part in ("round", "all"):
         main_module, trainer, models = load_cnn()
-        data.val_x, data.val_y = data.val_x[: args.eval_images], data.val_y[: args.eval_images]
-        data.test_x, data.test_y = data.test_x[: args.eval_images], data.test_y[: args.eval_images]
+        n = args.eval_images
+        data = dataclasses.replace(
+            data, val_x=data.val_x[:n], val_y=data.val_y[:n], test_x=data.test_x[:n], test_y=data.test_y[:n]
+        )
         ours, ours_acc = time_round_ours(main_module, trainer, data, args.round_iterations, device)
         baseline, base_acc = time_round_baseline(
             models, raw, args.round_iterations, args.eval_images, device, args.workers

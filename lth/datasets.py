@@ -2,7 +2,9 @@
 
 Offline, MNIST and CIFAR-10 are read straight from the data root's standard layouts (the IDX files,
 the pickled CIFAR batches); online, missing files are fetched through torchvision first. Images are
-normalised once, at load time; batches are sliced from device tensors.
+normalised once, at load time; batches are sliced from device tensors. Loads in one process share their device
+tensors while anything holds them: the runs of a batch that share a seed share one copy of their splits, and every
+seed shares one test set (20 batched CIFAR-10 runs of 5 seeds hold 5 training sets, not 20).
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ import gzip
 import os
 import pickle
 import struct
-from dataclasses import dataclass
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +33,10 @@ def resolve_data_root(flag: str | None) -> Path:
     return Path(flag or os.environ.get("LTH_DATA_DIR") or "data")
 
 
-@dataclass
+@dataclass(frozen=True)
 class ImageData:
-    """Train / validation / test tensors, normalised, on one device."""
+    """Train / validation / test tensors, normalised, on one device (frozen: loads may share it; derive a variant
+    with `dataclasses.replace`)."""
 
     train_x: torch.Tensor
     train_y: torch.Tensor
@@ -61,9 +66,29 @@ def _normalise(images: torch.Tensor, mean, std) -> torch.Tensor:
     return (images.float() / 255.0 - mean) / std
 
 
-def _assemble(train_x, train_y, test_x, test_y, val_size, seed, device, num_classes) -> ImageData:
-    tx, ty, vx, vy = split_validation(train_x, train_y, val_size, seed)
-    return ImageData(tx, ty, vx, vy, test_x, test_y, num_classes).to(device)
+# Device tensors of earlier loads, alive while a run holds them. Keys carry the files' sizes and modification
+# times, so rewritten files are read again.
+_on_device: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+
+
+def _assemble(files: list[Path], decode: Callable[[], tuple], val_size: int, seed: int, device, num_classes: int):
+    """The split of seed `seed` on `device`, from the tensors an earlier load holds there where it can
+    (`decode` reads the files into normalised train_x, train_y, test_x, test_y only when something is missing)."""
+    source = (
+        tuple((str(f.resolve()), f.stat().st_mtime_ns, f.stat().st_size) for f in files),
+        str(torch.device(device)),
+    )
+    names = [f.name for f in fields(ImageData) if f.name != "num_classes"]
+    keys = {n: (*source, n) if n.startswith("test") else (*source, val_size, seed, n) for n in names}
+    tensors = {n: _on_device.get(keys[n]) for n in names}
+    if any(t is None for t in tensors.values()):
+        train_x, train_y, test_x, test_y = decode()
+        fresh = dict(zip(names, (*split_validation(train_x, train_y, val_size, seed), test_x, test_y), strict=True))
+        for n in names:
+            tensors[n] = _on_device.get(keys[n])
+            if tensors[n] is None:
+                tensors[n] = _on_device[keys[n]] = fresh[n].to(device)
+    return ImageData(**tensors, num_classes=num_classes)
 
 
 # --- MNIST --------------------------------------------------------------------------------
@@ -118,18 +143,20 @@ def load_mnist(root: Path, device: torch.device | str = "cpu", val_size: int = 5
     if any(p is None for p in paths.values()):
         _download_mnist(root)
         paths = {key: _find_mnist_file(raw, stem) for key, stem in MNIST_FILES.items()}
-    arrays = {key: _read_idx(path) for key, path in paths.items()}
-    for split in ("train", "test"):
-        if len(arrays[f"{split}_x"]) != len(arrays[f"{split}_y"]):
-            raise UserError(f"MNIST {split} images and labels under {raw} have different lengths")
-    images = {
-        k: _normalise(torch.from_numpy(arrays[k].copy()).unsqueeze(1), MNIST_MEAN, MNIST_STD)
-        for k in ("train_x", "test_x")
-    }
-    labels = {k: torch.from_numpy(arrays[k].astype(np.int64)) for k in ("train_y", "test_y")}
-    return _assemble(
-        images["train_x"], labels["train_y"], images["test_x"], labels["test_y"], val_size, seed, device, 10
-    )
+
+    def decode():
+        arrays = {key: _read_idx(path) for key, path in paths.items()}
+        for split in ("train", "test"):
+            if len(arrays[f"{split}_x"]) != len(arrays[f"{split}_y"]):
+                raise UserError(f"MNIST {split} images and labels under {raw} have different lengths")
+        images = {
+            k: _normalise(torch.from_numpy(arrays[k].copy()).unsqueeze(1), MNIST_MEAN, MNIST_STD)
+            for k in ("train_x", "test_x")
+        }
+        labels = {k: torch.from_numpy(arrays[k].astype(np.int64)) for k in ("train_y", "test_y")}
+        return images["train_x"], labels["train_y"], images["test_x"], labels["test_y"]
+
+    return _assemble(list(paths.values()), decode, val_size, seed, device, 10)
 
 
 # --- CIFAR-10 -----------------------------------------------------------------------------
@@ -163,12 +190,16 @@ def load_cifar10(root: Path, device: torch.device | str = "cpu", val_size: int =
     names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
     if not all((folder / n).is_file() for n in names):
         _download_cifar10(root)
-    train = [_read_cifar_batch(folder / f"data_batch_{i}") for i in range(1, 6)]
-    test_x, test_y = _read_cifar_batch(folder / "test_batch")
-    train_x = _normalise(torch.from_numpy(np.concatenate([b[0] for b in train])), CIFAR10_MEAN, CIFAR10_STD)
-    train_y = torch.from_numpy(np.concatenate([b[1] for b in train]))
-    test_x = _normalise(torch.from_numpy(test_x.copy()), CIFAR10_MEAN, CIFAR10_STD)
-    return _assemble(train_x, train_y, test_x, torch.from_numpy(test_y), val_size, seed, device, 10)
+
+    def decode():
+        train = [_read_cifar_batch(folder / f"data_batch_{i}") for i in range(1, 6)]
+        test_x, test_y = _read_cifar_batch(folder / "test_batch")
+        train_x = _normalise(torch.from_numpy(np.concatenate([b[0] for b in train])), CIFAR10_MEAN, CIFAR10_STD)
+        train_y = torch.from_numpy(np.concatenate([b[1] for b in train]))
+        test_x = _normalise(torch.from_numpy(test_x.copy()), CIFAR10_MEAN, CIFAR10_STD)
+        return train_x, train_y, test_x, torch.from_numpy(test_y)
+
+    return _assemble([folder / n for n in names], decode, val_size, seed, device, 10)
 
 
 # --- scikit-learn's bundled 8x8 digits (offline demo) ---------------------------------------
@@ -198,4 +229,5 @@ def load_digits(device: torch.device | str = "cpu", seed: int = 0, test_fraction
     test, train = order[:n_test], order[n_test:]
     # Validation proportional to MNIST's 5,000 of 60,000.
     val_size = max(1, round(len(train) * 5000 / 60000))
-    return _assemble(x[train], y[train], x[test], y[test], val_size, seed, device, 10)
+    tx, ty, vx, vy = split_validation(x[train], y[train], val_size, seed)
+    return ImageData(tx, ty, vx, vy, x[test], y[test], num_classes=10).to(device)

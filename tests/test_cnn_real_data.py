@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 from pathlib import Path
@@ -52,8 +53,13 @@ def test_conv2_reaches_55_percent(tmp_path):
         ]
     )
     data = load_cifar10(DATA_ROOT, val_size=5000, seed=args.seed)
-    data.val_x, data.val_y = data.val_x[:EVAL_IMAGES], data.val_y[:EVAL_IMAGES]
-    data.test_x, data.test_y = data.test_x[:EVAL_IMAGES], data.test_y[:EVAL_IMAGES]
+    data = dataclasses.replace(
+        data,
+        val_x=data.val_x[:EVAL_IMAGES],
+        val_y=data.val_y[:EVAL_IMAGES],
+        test_x=data.test_x[:EVAL_IMAGES],
+        test_y=data.test_y[:EVAL_IMAGES],
+    )
     recipe = trainer.build_recipe(args, data, "cpu")
     with RunDirectory(args.output_dir, args) as run:
         rows = run_imp(run, recipe, IMPSettings(rounds=0, seed=args.seed), quiet=True)

@@ -93,6 +93,37 @@ def test_mnist_loads_with_seeded_validation_split():
     assert abs(float(a.train_x.mean())) < 0.05 and abs(float(a.train_x.std()) - 1) < 0.05  # normalised once
 
 
+def test_loads_share_device_tensors_while_held_and_reread_rewritten_files(tmp_path):
+    """The runs of a batch that share a seed share one copy of their splits; every seed shares the test set."""
+    import dataclasses
+    import gc
+    import gzip
+    import os
+
+    from conftest import tiny_mnist
+
+    from lth.datasets import load_mnist
+
+    tiny_mnist(tmp_path, require_data("MNIST/raw"))
+    a, b, c = (load_mnist(tmp_path, "cpu", val_size=500, seed=s) for s in (1, 1, 2))
+    assert all(getattr(a, f) is getattr(b, f) for f in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y"))
+    assert c.test_x is a.test_x and c.train_x is not a.train_x and not torch.equal(c.val_y, a.val_y)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        a.train_x = a.val_x  # a holder cannot swap a tensor under the runs sharing it
+    kept = {f: getattr(a, f).clone() for f in ("train_x", "train_y", "val_x", "test_x")}
+    del a, b, c
+    gc.collect()
+    again = load_mnist(tmp_path, "cpu", val_size=500, seed=1)  # nothing held: read afresh, the same split
+    assert all(torch.equal(getattr(again, f), kept[f]) for f in kept)
+    labels = tmp_path / "MNIST" / "raw" / "t10k-labels-idx1-ubyte.gz"
+    raw = bytearray(gzip.decompress(labels.read_bytes()))
+    raw[8] = (raw[8] + 1) % 10  # the first test label changes
+    labels.write_bytes(gzip.compress(bytes(raw)))
+    os.utime(labels, ns=(labels.stat().st_atime_ns, labels.stat().st_mtime_ns + 1_000_000))
+    rewritten = load_mnist(tmp_path, "cpu", val_size=500, seed=1)
+    assert rewritten.test_y is not again.test_y and rewritten.test_y[0] != again.test_y[0]
+
+
 @pytest.mark.slow
 def test_real_mnist_tickets_match_the_paper_at_a_short_schedule(tmp_path):
     """Dense >= 95%, the 21.1% ticket >= 95%, and the 7.0% ticket beats its random re-init."""
