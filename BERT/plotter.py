@@ -22,6 +22,7 @@ from lth.plotting import (
     condition_groups,
     load_rounds,
     mean_min_max,
+    over_seeds,
     plot_mean_range,
     save_figure,
     setting_suffix,
@@ -74,8 +75,7 @@ def plot_sparsity_curves(rounds: pd.DataFrame, path: Path) -> Path:
                 )
         ax.set_xlabel("sparsity of the prunable weights (%)")
         ax.set_ylabel(METRIC_LABEL[metric])
-        seeds = group["seed"].nunique()
-        ax.set_title(f"{task.upper()}: {METRIC_LABEL[metric]} ({seeds} seed{'s' if seeds > 1 else ''})")
+        ax.set_title(f"{task.upper()}: {METRIC_LABEL[metric]} ({over_seeds(group.groupby('round')['seed'].nunique())})")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
     return save_figure(figure, path)

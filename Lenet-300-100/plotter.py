@@ -14,6 +14,7 @@ from lth.plotting import (
     load_curves,
     load_rounds,
     mean_min_max,
+    over_seeds,
     plot_early_stop_panels,
     plot_mean_range,
     save_figure,
@@ -75,8 +76,8 @@ def plot_figure3(
     axes[0].set_title("winning tickets")
     axes[1].set_title("winning tickets, sparser")
     axes[2].set_title("winning ticket vs random re-init (dashed)")
-    trials = curves.groupby("run_type")["seed"].nunique().max()
-    figure.suptitle(f"{title}: test accuracy during training (mean, band = min..max over {trials} trials)")
+    trials = over_seeds(curves.groupby(["run_type", "round"])["seed"].nunique(), "trial")
+    figure.suptitle(f"{title}: test accuracy during training (mean, band = min..max over {trials})")
     return save_figure(figure, path)
 
 

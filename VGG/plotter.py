@@ -25,6 +25,7 @@ from lth.plotting import (
     condition_groups,
     load_rounds,
     mean_min_max,
+    over_seeds,
     plot_mean_range,
     save_figure,
     setting_suffix,
@@ -79,8 +80,7 @@ def rewinding_figure(
         sparsity_axis(ax, rounds["weights_remaining_pct"])
         ax.legend(fontsize=8)
     axes[0].set_ylabel(METRIC_LABELS[metric])
-    seeds = int(stats["count"].max())
-    figure.suptitle(f"{title} on CIFAR-10 (mean, band = min..max over {seeds} seed{'s' if seeds > 1 else ''})")
+    figure.suptitle(f"{title} on CIFAR-10 (mean, band = min..max over {over_seeds(stats['count'])})")
     return save_figure(figure, path)
 
 

@@ -96,6 +96,13 @@ def mean_min_max(frame: pd.DataFrame, by: list[str], value: str) -> pd.DataFrame
     return result
 
 
+def over_seeds(counts, unit: str = "seed") -> str:
+    """How many seeds the points of a figure rest on: '5 seeds', or '1-2 seeds' while a study is in progress
+    (its later rounds not yet reached by every seed)."""
+    low, high = int(min(counts)), int(max(counts))
+    return f"{high if low == high else f'{low}-{high}'} {unit}{'s' if high > 1 else ''}"
+
+
 def sparsity_axis(ax, values) -> None:
     """Weights remaining on a log axis, decreasing to the right, ticked at the values plotted."""
     ax.set_xscale("log")
@@ -148,6 +155,6 @@ def plot_early_stop_panels(rounds: pd.DataFrame, path: str | os.PathLike, title:
         sparsity_axis(ax, rounds["weights_remaining_pct"])
         ax.set_ylabel(ylabel)
         ax.legend()
-    seeds = rounds.groupby("run_type")["seed"].nunique().max()
-    figure.suptitle(f"{title} (mean, band = min..max over {seeds} seed{'s' if seeds > 1 else ''})")
+    seeds = over_seeds(rounds.groupby(["run_type", "round"])["seed"].nunique())
+    figure.suptitle(f"{title} (mean, band = min..max over {seeds})")
     return save_figure(figure, path)

@@ -127,3 +127,19 @@ def test_empty_results_is_a_one_line_error(tmp_path, capsys):
         main.main(["--mode", "plot", "--output_dir", str(tmp_path)])
     assert exit_info.value.code == 2
     assert "no rounds.csv" in capsys.readouterr().err
+
+
+def test_titles_count_the_seeds_each_point_rests_on(tmp_path, monkeypatch):
+    """A study in progress: its later rounds rest on fewer seeds, and the title says so."""
+    import lth.plotting
+
+    for seed in (1, 2):
+        write_run(tmp_path, "Conv-2", "winning_ticket", 0.0, seed)
+    write_run(tmp_path, "Conv-2", "winning_ticket", 0.0, 3, rounds=2)
+    titles = []
+    monkeypatch.setattr(lth.plotting, "save_figure", lambda figure, path: titles.append(figure.get_suptitle()))
+    rounds = lth.plotting.load_rounds(tmp_path)
+    lth.plotting.plot_early_stop_panels(rounds, tmp_path / "figure.png", "Conv-2")
+    lth.plotting.plot_early_stop_panels(rounds[rounds["seed"] < 3], tmp_path / "figure.png", "Conv-2")
+    assert titles == ["Conv-2 (mean, band = min..max over 2-3 seeds)", "Conv-2 (mean, band = min..max over 2 seeds)"]
+    assert lth.plotting.over_seeds([1]) == "1 seed" and lth.plotting.over_seeds([1, 5], "trial") == "1-5 trials"
