@@ -137,7 +137,7 @@ def resolve_script(config: str, script: str | None) -> Path:
 
 
 def show_status(results_dir: str | None, config: str | None, script: str) -> None:
-    from lth.cluster import round_progress, run_status
+    from lth.cluster import duration, round_progress, run_status
 
     rows = []
     if config:
@@ -154,11 +154,27 @@ def show_status(results_dir: str | None, config: str | None, script: str) -> Non
     else:
         raise UserError("give a results directory or --config")
     counts: dict[str, int] = {}
+    left = 0.0  # run time (s) the runs under way still need
+    unstarted, whole_runs = 0, []  # runs without a finished round; what each finished run took (s)
     for label, path in rows:
         state = run_status(path)
-        counts[state.split(" ")[0].rstrip(":")] = counts.get(state.split(" ")[0].rstrip(":"), 0) + 1
-        print(f"{label:<9} {state:<40} {round_progress(path):>10}  {path.name}")
+        kind = state.split(" ")[0].rstrip(":")
+        counts[kind] = counts.get(kind, 0) + 1
+        progress = round_progress(path)
+        if kind == "finished":
+            whole_runs += [progress.done * progress.seconds_per_round] if progress.seconds_per_round else []
+        elif progress.done == 0:
+            unstarted += 1
+        else:
+            left += progress.seconds_left or 0.0
+        print(f"{label:<9} {state:<40} {str(progress):>26}  {path.name}")
     print("total: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+    if left:
+        print(f"the runs under way need ~{duration(left)} more run time, at the pace of their rounds so far")
+    if unstarted and whole_runs:
+        average = duration(sum(whole_runs) / len(whole_runs))
+        runs = "1 run has" if unstarted == 1 else f"{unstarted} runs have"
+        print(f"{runs} no finished round yet; a finished run took {average} on average")
 
 
 @user_facing

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 import shlex
 import socket
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 from lth.errors import UserError
@@ -179,8 +181,42 @@ def run_status(run_path: Path) -> str:
     )
 
 
-def round_progress(run_path: Path) -> str:
-    rounds = run_path / "rounds.csv"
-    if not rounds.exists():
-        return "-"
-    return f"{max(0, len(rounds.read_text().splitlines()) - 1)} rounds"
+@dataclass
+class RoundProgress:
+    """A run's finished rounds, out of how many (where its rounds.csv says: the image families' `rounds` column,
+    plus the dense round), and what a round has cost it so far."""
+
+    done: int
+    total: int | None
+    seconds_per_round: float | None
+
+    @property
+    def seconds_left(self) -> float | None:
+        """At its rounds' pace so far; None where the total or the pace is unknown."""
+        if self.total is None or self.seconds_per_round is None:
+            return None
+        return max(0, self.total - self.done) * self.seconds_per_round
+
+    def __str__(self) -> str:
+        if self.done == 0 and self.total is None:
+            return "-"
+        shown = f"{self.done}/{self.total} rounds" if self.total else f"{self.done} rounds"
+        left = self.seconds_left
+        return shown + (f", ~{duration(left)} left" if left else "")
+
+
+def round_progress(run_path: Path) -> RoundProgress:
+    path = run_path / "rounds.csv"
+    if not path.exists():
+        return RoundProgress(0, None, None)
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        return RoundProgress(0, None, None)
+    total = int(rows[-1]["rounds"]) + 1 if rows[-1].get("rounds", "").isdigit() else None
+    times = [float(r["wall_time_s"]) for r in rows if r.get("wall_time_s") not in (None, "", "nan")]
+    return RoundProgress(len(rows), total, sum(times) / len(times) if times else None)
+
+
+def duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min"

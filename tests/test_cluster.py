@@ -183,3 +183,28 @@ def test_a_sweep_line_runs_in_its_own_process_group_inside_the_sweeps_session(tm
     pid, group, session = map(int, out.read_text().split())
     assert pid == child.pid and group == child.pid, "a process group of its own"
     assert session == os.getsid(0), "the sweep's session"
+
+
+def test_status_shows_rounds_out_of_the_total_and_the_run_time_left(tmp_path, capsys):
+    """`lth status` on a study in progress: each run's rounds out of its total, and the run time still needed at
+    the pace of its rounds so far."""
+    from lth.cli import main as lth
+
+    main = family_module("Lenet-300-100", "main")
+
+    def run(trial: int, rounds_done: int, seconds: float) -> None:
+        settings = main.parse_args(["--trial", str(trial), "--rounds", "3", "--output_dir", str(tmp_path)])
+        rows = [{"round": r, "wall_time_s": seconds, "rounds": 3} for r in range(rounds_done)]
+        with RunDirectory(tmp_path, settings) as directory:
+            directory.write_results(rows, [])
+            if rounds_done == 4:
+                (directory.path / "finished").write_text("done\n")
+
+    run(0, 4, 600.0)  # finished: 4 rounds of 10 minutes
+    run(1, 1, 1200.0)  # 1 of 4 rounds done, at 20 minutes a round
+    run(2, 0, 0.0)  # no round finished yet
+    lth(["status", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "4/4 rounds" in out and "1/4 rounds, ~60 min left" in out
+    assert "the runs under way need ~60 min more run time" in out
+    assert "1 run has no finished round yet; a finished run took 40 min on average" in out
