@@ -76,7 +76,9 @@ def plot_figure3(
     axes[0].set_title("winning tickets")
     axes[1].set_title("winning tickets, sparser")
     axes[2].set_title("winning ticket vs random re-init (dashed)")
-    trials = over_seeds(curves.groupby(["run_type", "round"])["seed"].nunique(), "trial")
+    drawn = {nearest_round(rounds, level) for level in FIGURE3_LEVELS}  # the rounds the panels draw
+    shown = curves[curves["round"].isin(drawn)]
+    trials = over_seeds(shown.groupby(["run_type", "round"])["seed"].nunique(), "trial")
     figure.suptitle(f"{title}: test accuracy during training (mean, band = min..max over {trials})")
     return save_figure(figure, path)
 

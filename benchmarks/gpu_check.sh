@@ -5,22 +5,28 @@
 # tool's folder) or else benchmarks/results/.
 #
 #   bash benchmarks/gpu_check.sh
-set -u
+set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-benchmarks/results}"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 LTH_ENERGY=off HF_HUB_OFFLINE=1
 python=${LTH_PYTHON:-python3}
-gpu=$($python -c "import torch; print(torch.cuda.get_device_name(0).split()[1].lower() if torch.cuda.is_available() else 'none')")
-if [ "$gpu" = none ]; then
-    echo "no CUDA device here: nothing to check" >&2
-    exit 1
-fi
+# The GPU's name as a file name: "NVIDIA H200" -> h200, "NVIDIA GeForce RTX 4090" -> geforce-rtx-4090.
+gpu=$($python -c "
+import re, sys, torch
+torch.cuda.is_available() or sys.exit('no CUDA device here: nothing to check')
+name = re.sub(r'^nvidia ', '', torch.cuda.get_device_name(0).lower())
+print(re.sub(r'[^a-z0-9]+', '-', name).strip('-'))
+") || exit 1
 about=$($python -c "import torch; print(f'{torch.cuda.get_device_name(0)}, torch {torch.__version__}')")
 {
-    echo "== $(date -u +%FT%TZ) python -m pytest -q tests/test_cuda.py ($about)"
-    $python -m pytest -q tests/test_cuda.py 2>&1
+    echo "== $(date -u +%FT%TZ) python -m pytest -q -n 0 tests/test_cuda.py ($about)"
+    $python -m pytest -q -n 0 tests/test_cuda.py 2>&1
 } | tee "$out/cuda_tests_$gpu.txt"
+tests=$?
 {
     echo "== $(date -u +%FT%TZ) python benchmarks/batched.py --suite gpu --synthetic ($about)"
     $python benchmarks/batched.py --suite gpu --synthetic 2>&1
 } | tee "$out/batched_$gpu.txt"
+benchmark=$?
+echo "tests exit $tests, benchmark exit $benchmark"
+[ "$tests" -eq 0 ] && [ "$benchmark" -eq 0 ]

@@ -154,7 +154,7 @@ def show_status(results_dir: str | None, config: str | None, script: str) -> Non
     else:
         raise UserError("give a results directory or --config")
     counts: dict[str, int] = {}
-    left = 0.0  # run time (s) the runs under way still need
+    left = 0.0  # run time (s) the unfinished runs with rounds still need
     unstarted, whole_runs = 0, []  # runs without a finished round; what each finished run took (s)
     for label, path in rows:
         state = run_status(path)
@@ -170,7 +170,9 @@ def show_status(results_dir: str | None, config: str | None, script: str) -> Non
         print(f"{label:<9} {state:<40} {str(progress):>26}  {path.name}")
     print("total: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
     if left:
-        print(f"the runs under way need ~{duration(left)} more run time, at the pace of their rounds so far")
+        print(
+            f"the unfinished runs with rounds need ~{duration(left)} more run time, at the pace of their rounds so far"
+        )
     if unstarted and whole_runs:
         average = duration(sum(whole_runs) / len(whole_runs))
         runs = "1 run has" if unstarted == 1 else f"{unstarted} runs have"

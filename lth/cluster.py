@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import os
 import re
 import shlex
@@ -200,7 +201,9 @@ class RoundProgress:
     def __str__(self) -> str:
         if self.done == 0 and self.total is None:
             return "-"
-        shown = f"{self.done}/{self.total} rounds" if self.total else f"{self.done} rounds"
+        shown = (
+            f"{self.done}/{self.total} rounds" if self.total else f"{self.done} round{'s' if self.done != 1 else ''}"
+        )
         left = self.seconds_left
         return shown + (f", ~{duration(left)} left" if left else "")
 
@@ -213,10 +216,22 @@ def round_progress(run_path: Path) -> RoundProgress:
         rows = list(csv.DictReader(handle))
     if not rows:
         return RoundProgress(0, None, None)
-    total = int(rows[-1]["rounds"]) + 1 if rows[-1].get("rounds", "").isdigit() else None
-    times = [float(r["wall_time_s"]) for r in rows if r.get("wall_time_s") not in (None, "", "nan")]
+    rounds = str(rows[-1].get("rounds") or "")
+    total = int(rounds) + 1 if rounds.isdigit() else None
+    times = [t for t in (_seconds(r.get("wall_time_s")) for r in rows) if t is not None]
     return RoundProgress(len(rows), total, sum(times) / len(times) if times else None)
 
 
+def _seconds(cell: str | None) -> float | None:
+    """A wall_time_s cell as a finite number of seconds; None for an empty, missing or unreadable one."""
+    try:
+        value = float(cell)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
 def duration(seconds: float) -> str:
+    if seconds < 60:
+        return "<1 min"
     return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min"

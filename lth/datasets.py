@@ -66,18 +66,19 @@ def _normalise(images: torch.Tensor, mean, std) -> torch.Tensor:
     return (images.float() / 255.0 - mean) / std
 
 
-# Device tensors of earlier loads, alive while a run holds them. Keys carry the files' sizes and modification
-# times, so rewritten files are read again.
+# Device tensors of earlier loads, alive while a run holds them. Keys carry the files' inodes, sizes and times, so
+# rewritten files are read again.
 _on_device: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 
 
 def _assemble(files: list[Path], decode: Callable[[], tuple], val_size: int, seed: int, device, num_classes: int):
     """The split of seed `seed` on `device`, from the tensors an earlier load holds there where it can
     (`decode` reads the files into normalised train_x, train_y, test_x, test_y only when something is missing)."""
-    source = (
-        tuple((str(f.resolve()), f.stat().st_mtime_ns, f.stat().st_size) for f in files),
-        str(torch.device(device)),
-    )
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:  # "cuda" and "cuda:0" are one device: one copy
+        device = torch.device("cuda", torch.cuda.current_device())
+    stamps = [(str(f.resolve()), f.stat()) for f in files]
+    source = (tuple((path, s.st_ino, s.st_size, s.st_mtime_ns, s.st_ctime_ns) for path, s in stamps), str(device))
     names = [f.name for f in fields(ImageData) if f.name != "num_classes"]
     keys = {n: (*source, n) if n.startswith("test") else (*source, val_size, seed, n) for n in names}
     tensors = {n: _on_device.get(keys[n]) for n in names}

@@ -99,8 +99,9 @@ def mean_min_max(frame: pd.DataFrame, by: list[str], value: str) -> pd.DataFrame
 def over_seeds(counts, unit: str = "seed") -> str:
     """How many seeds the points of a figure rest on: '5 seeds', or '1-2 seeds' while a study is in progress
     (its later rounds not yet reached by every seed)."""
-    low, high = int(min(counts)), int(max(counts))
-    return f"{high if low == high else f'{low}-{high}'} {unit}{'s' if high > 1 else ''}"
+    counts = list(counts)
+    low, high = (int(min(counts)), int(max(counts))) if counts else (0, 0)
+    return f"{high if low == high else f'{low}-{high}'} {unit}{'s' if high != 1 else ''}"
 
 
 def sparsity_axis(ax, values) -> None:

@@ -206,5 +206,17 @@ def test_status_shows_rounds_out_of_the_total_and_the_run_time_left(tmp_path, ca
     lth(["status", str(tmp_path)])
     out = capsys.readouterr().out
     assert "4/4 rounds" in out and "1/4 rounds, ~60 min left" in out
-    assert "the runs under way need ~60 min more run time" in out
+    assert "the unfinished runs with rounds need ~60 min more run time" in out
     assert "1 run has no finished round yet; a finished run took 40 min on average" in out
+
+
+def test_round_progress_reads_odd_rounds_csv_files_without_failing(tmp_path):
+    """Hand-edited or foreign rounds.csv files: unreadable times are skipped, a short row gives no total."""
+    from lth.cluster import round_progress
+
+    (tmp_path / "rounds.csv").write_text("round,wall_time_s,rounds\n0,NaN,3\n1,None,3\n2,inf,3\n3,120\n")
+    progress = round_progress(tmp_path)
+    assert (progress.done, progress.total, progress.seconds_per_round) == (4, None, 120.0)
+    assert str(progress) == "4 rounds"
+    (tmp_path / "rounds.csv").write_text("round,wall_time_s,rounds\n0,nan,3\n")
+    assert str(round_progress(tmp_path)) == "1/4 rounds"
