@@ -175,7 +175,17 @@ def select_line(lines: list[ConfigLine], index: int, config: Path) -> ConfigLine
     return lines[index - 1]
 
 
-def start_line(script: Path, line: ConfigLine) -> subprocess.Popen:
+def line_environment(parallel: int) -> dict[str, str] | None:
+    """The environment of lines run `parallel` at a time: the CPU cores shared out among them
+    (OMP_NUM_THREADS = cores // parallel, at least 1), since small models slow down when their processes' threads
+    outnumber the cores. An OMP_NUM_THREADS the user set is kept; None: the sweep's own environment."""
+    if parallel <= 1 or "OMP_NUM_THREADS" in os.environ:
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return {**os.environ, "OMP_NUM_THREADS": str(max(1, cores // parallel))}
+
+
+def start_line(script: Path, line: ConfigLine, env: dict[str, str] | None = None) -> subprocess.Popen:
     """Run one config line (or a batch of lines, through `lth batch`) as its own process: a crash in one run
     never takes the sweep down. It gets a process group of its own, so a signal reaches it once: forwarded by
     the sweep, not also from the terminal. It stays in the sweep's session, so on Linux it shares the sweep's
@@ -186,7 +196,7 @@ def start_line(script: Path, line: ConfigLine) -> subprocess.Popen:
         command = [sys.executable, "-u", "-m", "lth", "batch", str(script), "--lines", *lines]
     else:
         command = [sys.executable, "-u", str(script), *line.argv]
-    return subprocess.Popen(command, cwd=script.parent, process_group=0)
+    return subprocess.Popen(command, cwd=script.parent, process_group=0, env=env)
 
 
 def _finished(directory) -> bool:
@@ -213,6 +223,7 @@ def run_lines(script: Path, todo: list[tuple[ConfigLine, Path]], config: Path, p
 
     previous = {sig: signal.signal(sig, forward) for sig in STOP_SIGNALS}
     queue = list(todo)
+    env = line_environment(parallel)
     bar = tqdm(total=len(todo), desc=f"sweep {config.name}", unit="run", disable=len(todo) < 2)
     try:
         while queue or running:
@@ -224,7 +235,7 @@ def run_lines(script: Path, todo: list[tuple[ConfigLine, Path]], config: Path, p
                     bar.update(1)
                     continue
                 print(f"line {line.number}: {script.name} {line.text}", flush=True)
-                running[start_line(script, line)] = line
+                running[start_line(script, line, env)] = line
             if stopped and not running:
                 break
             if not running:

@@ -220,3 +220,24 @@ def test_round_progress_reads_odd_rounds_csv_files_without_failing(tmp_path):
     assert str(progress) == "4 rounds"
     (tmp_path / "rounds.csv").write_text("round,wall_time_s,rounds\n0,nan,3\n")
     assert str(round_progress(tmp_path)) == "1/4 rounds"
+
+
+def test_lines_run_side_by_side_share_out_the_cores(tmp_path, monkeypatch):
+    """`lth sweep --per_device N`: each line gets cores // N intra-op threads, unless OMP_NUM_THREADS is set."""
+    from lth.sweep import ConfigLine, run_lines
+
+    script = tmp_path / "script.py"
+    script.write_text("import os, sys\nopen(sys.argv[1], 'w').write(os.environ.get('OMP_NUM_THREADS', 'unset'))\n")
+    todo = [(ConfigLine(i, [str(tmp_path / f"threads{i}")]), tmp_path / f"run{i}") for i in (1, 2, 3)]
+
+    def threads_seen(parallel: int) -> set[str]:
+        assert run_lines(script, todo, tmp_path / "configs.txt", parallel=parallel) == 0
+        return {(tmp_path / f"threads{i}").read_text() for i in (1, 2, 3)}
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    assert threads_seen(parallel=2) == {"4"}
+    assert threads_seen(parallel=3) == {"2"}
+    assert threads_seen(parallel=1) == {"unset"}  # one line at a time: torch's own choice (lth caps it at the cores)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert threads_seen(parallel=2) == {"3"}
