@@ -36,7 +36,8 @@ def build_parser() -> ArgumentParser:
         dest="per_device",
         type=positive_int,
         default=1,
-        help="run this many lines at once (each its own process and lease), sharing the device",
+        help="run this many lines at once on each device (each its own process and lease); with several GPUs "
+        "visible, N on each, every line seeing only its own GPU",
     )
     sweep.add_argument(
         "--batch",

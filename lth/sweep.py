@@ -175,14 +175,37 @@ def select_line(lines: list[ConfigLine], index: int, config: Path) -> ConfigLine
     return lines[index - 1]
 
 
-def line_environment(parallel: int) -> dict[str, str] | None:
-    """The environment of lines run `parallel` at a time: the CPU cores shared out among them
-    (OMP_NUM_THREADS = cores // parallel, at least 1), since small models slow down when their processes' threads
-    outnumber the cores. An OMP_NUM_THREADS the user set is kept; None: the sweep's own environment."""
-    if parallel <= 1 or "OMP_NUM_THREADS" in os.environ:
-        return None
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return {**os.environ, "OMP_NUM_THREADS": str(max(1, cores // parallel))}
+def visible_gpus() -> list[str]:
+    """The GPUs this sweep may use, as CUDA_VISIBLE_DEVICES names them: its list where it is set, else every GPU
+    torch sees (none without CUDA)."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [device.strip() for device in listed.split(",") if device.strip()]
+    import torch
+
+    return [str(index) for index in range(torch.cuda.device_count())]
+
+
+def device_slots(per_device: int) -> list[str | None]:
+    """One slot per line that may run at once: `per_device` on each visible GPU where there are several (a line's
+    process then sees only its slot's GPU), else `per_device` on the one device."""
+    gpus = visible_gpus()
+    if len(gpus) < 2:
+        return [None] * per_device
+    return [gpu for gpu in gpus for _ in range(per_device)]
+
+
+def line_environment(slots: int, gpu: str | None) -> dict[str, str] | None:
+    """The environment of a line run beside `slots - 1` others: the CPU cores shared out among them
+    (OMP_NUM_THREADS = cores // slots, at least 1; small models slow down when their processes' threads outnumber
+    the cores), and its slot's GPU. An OMP_NUM_THREADS the user set is kept; None: the sweep's own environment."""
+    env = {}
+    if slots > 1 and "OMP_NUM_THREADS" not in os.environ:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        env["OMP_NUM_THREADS"] = str(max(1, cores // slots))
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpu
+    return {**os.environ, **env} if env else None
 
 
 def start_line(script: Path, line: ConfigLine, env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -204,11 +227,14 @@ def _finished(directory) -> bool:
 
 
 def run_lines(script: Path, todo: list[tuple[ConfigLine, Path]], config: Path, parallel: int = 1) -> int:
-    """Run the lines, `parallel` at a time, each holding its own run's lease. A stop signal is forwarded to
-    every running line; the sweep then starts no more and returns EXIT_RESUME_LATER."""
+    """Run the lines, `parallel` at a time on each device (`device_slots`), each holding its own run's lease. A stop
+    signal is forwarded to every running line; the sweep then starts no more and returns EXIT_RESUME_LATER."""
     from lth.cluster import run_status
 
-    running: dict[subprocess.Popen, ConfigLine] = {}
+    slots = device_slots(parallel) if len(todo) > 1 else [None]
+    if len({gpu for gpu in slots if gpu is not None}) > 1:
+        print(f"{parallel} line(s) at once on each of the GPUs {', '.join(sorted(set(slots)))}", flush=True)
+    running: dict[subprocess.Popen, tuple[ConfigLine, str | None]] = {}
     failures = 0
     stopped = False
     signals: list[int] = []
@@ -223,25 +249,27 @@ def run_lines(script: Path, todo: list[tuple[ConfigLine, Path]], config: Path, p
 
     previous = {sig: signal.signal(sig, forward) for sig in STOP_SIGNALS}
     queue = list(todo)
-    env = line_environment(parallel)
+    free = list(slots)
     bar = tqdm(total=len(todo), desc=f"sweep {config.name}", unit="run", disable=len(todo) < 2)
     try:
         while queue or running:
-            while queue and len(running) < parallel and not stopped:
+            while queue and free and not stopped:
                 line, directory = queue.pop(0)
                 state = run_status(directory[0] if isinstance(directory, list) else directory)
                 if state.startswith("running") or _finished(directory):
                     print(f"line {line.number}: {state.replace('running', 'running elsewhere')}; skipping", flush=True)
                     bar.update(1)
                     continue
-                print(f"line {line.number}: {script.name} {line.text}", flush=True)
-                running[start_line(script, line, env)] = line
+                gpu = free.pop(0)
+                print(f"line {line.number}: {script.name} {line.text}" + (f" (GPU {gpu})" if gpu else ""), flush=True)
+                running[start_line(script, line, line_environment(len(slots), gpu))] = (line, gpu)
             if stopped and not running:
                 break
             if not running:
                 continue
             for child in [c for c in running if c.poll() is not None]:
-                line = running.pop(child)
+                line, gpu = running.pop(child)
+                free.append(gpu)
                 bar.update(1)
                 if child.returncode == EXIT_RESUME_LATER:
                     stopped = True

@@ -235,9 +235,36 @@ def test_lines_run_side_by_side_share_out_the_cores(tmp_path, monkeypatch):
         return {(tmp_path / f"threads{i}").read_text() for i in (1, 2, 3)}
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no GPU: the lines share the one device
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
     assert threads_seen(parallel=2) == {"4"}
     assert threads_seen(parallel=3) == {"2"}
     assert threads_seen(parallel=1) == {"unset"}  # one line at a time: torch's own choice (lth caps it at the cores)
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert threads_seen(parallel=2) == {"3"}
+
+
+def test_lines_are_spread_over_the_visible_gpus_per_device_at_a_time(tmp_path, monkeypatch, capsys):
+    """With several GPUs, `--per_device N` runs N lines on each, every line's process seeing only its own GPU."""
+    import json
+
+    from lth.sweep import ConfigLine, run_lines
+
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import json, os, sys, time\n"
+        "start = time.time(); time.sleep(0.4)\n"
+        "record = {k: os.environ.get(k) for k in ('CUDA_VISIBLE_DEVICES', 'OMP_NUM_THREADS')}\n"
+        "open(sys.argv[1], 'w').write(json.dumps({**record, 'start': start, 'end': time.time()}))\n"
+    )
+    todo = [(ConfigLine(i, [str(tmp_path / f"line{i}.json")]), tmp_path / f"run{i}") for i in range(1, 6)]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    assert run_lines(script, todo, tmp_path / "configs.txt", parallel=1) == 0
+    seen = [json.loads((tmp_path / f"line{i}.json").read_text()) for i in range(1, 6)]
+    assert {r["CUDA_VISIBLE_DEVICES"] for r in seen} == {"3", "5"} and {r["OMP_NUM_THREADS"] for r in seen} == {"4"}
+    for gpu in ("3", "5"):  # one line at a time on each GPU
+        spans = sorted((r["start"], r["end"]) for r in seen if r["CUDA_VISIBLE_DEVICES"] == gpu)
+        assert all(earlier[1] <= later[0] for earlier, later in zip(spans, spans[1:], strict=False))
+    assert "1 line(s) at once on each of the GPUs 3, 5" in capsys.readouterr().out
