@@ -192,7 +192,7 @@ def device_slots(per_device: int) -> list[str | None]:
     gpus = visible_gpus()
     if len(gpus) < 2:
         return [None] * per_device
-    return [gpu for gpu in gpus for _ in range(per_device)]
+    return [gpu for _ in range(per_device) for gpu in gpus]  # interleaved: a short sweep still uses every GPU
 
 
 def line_environment(slots: int, gpu: str | None) -> dict[str, str] | None:
