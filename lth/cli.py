@@ -163,7 +163,8 @@ def show_status(results_dir: str | None, config: str | None, script: str) -> Non
         counts[kind] = counts.get(kind, 0) + 1
         progress = round_progress(path)
         if kind == "finished":
-            whole_runs += [progress.done * progress.seconds_per_round] if progress.seconds_per_round else []
+            if progress.seconds_per_round is not None:
+                whole_runs.append(progress.done * progress.seconds_per_round)
         elif progress.done == 0:
             unstarted += 1
         else:

@@ -203,7 +203,7 @@ def load_cifar10(root: Path, device: torch.device | str = "cpu", val_size: int =
     return _assemble([folder / n for n in names], decode, val_size, seed, device, 10)
 
 
-# --- scikit-learn's bundled 8x8 digits (offline demo) ---------------------------------------
+# --- random images (timings, device checks) --------------------------------------------------
 def random_images(
     shape: tuple[int, ...], sizes: tuple[int, int, int], device: torch.device | str = "cpu", seed: int = 0
 ) -> ImageData:
@@ -217,6 +217,7 @@ def random_images(
     return ImageData(*split(sizes[0]), *split(sizes[1]), *split(sizes[2]), num_classes=10).to(device)
 
 
+# --- scikit-learn's bundled 8x8 digits (offline demo) ---------------------------------------
 def load_digits(device: torch.device | str = "cpu", seed: int = 0, test_fraction: float = 0.2) -> ImageData:
     """1,797 8x8 digit images shipped with scikit-learn: a real dataset that needs no download."""
     from sklearn.datasets import load_digits as sklearn_digits
