@@ -1,7 +1,8 @@
 """SIGKILL a run at seeded random moments, restart it each time, and let it finish.
 
 Each life of the run is a forked child of the test process (no interpreter or torch start-up per
-restart, so twenty kills stay cheap); a kill can land anywhere, file writes included.
+restart, so twenty kills stay cheap); a kill can land anywhere, file writes included. Every wait is bounded: a
+life that hangs fails its test instead of stalling the suite.
 """
 
 from __future__ import annotations
@@ -10,11 +11,27 @@ import multiprocessing
 import os
 import random
 import signal
+import threading
 import time
 from collections.abc import Callable
 
+LIFE_TIMEOUT_S = 300.0  # far above any life in the suite (seconds at most)
+
+
+def _own_progress_bar_lock() -> None:
+    """tqdm guards every bar, even a disabled one, with a multiprocessing lock that forked children share with the
+    test process: a life SIGKILLed while holding it would leave it taken for good, and every later bar in the
+    worker (and every later life) would wait on it forever. A life takes a lock of its own instead."""
+    import tqdm
+    import tqdm.auto
+
+    lock = threading.RLock()
+    for bar_class in {tqdm.tqdm, tqdm.auto.tqdm}:
+        bar_class.set_lock(lock)
+
 
 def _life(target: Callable[[], None]) -> None:
+    _own_progress_bar_lock()
     try:
         target()
     except SystemExit as done:
@@ -22,30 +39,42 @@ def _life(target: Callable[[], None]) -> None:
     os._exit(0)
 
 
-def run_once(target: Callable[[], None]) -> float:
-    """Run to completion in a child; returns its wall time."""
-    context = multiprocessing.get_context("fork")
-    started = time.perf_counter()
-    child = context.Process(target=_life, args=(target,))
+def start_life(target: Callable[[], None]):
+    """One life of `target`: a forked child, started."""
+    child = multiprocessing.get_context("fork").Process(target=_life, args=(target,))
     child.start()
-    child.join()
+    return child
+
+
+def run_once(target: Callable[[], None], timeout: float = LIFE_TIMEOUT_S) -> float:
+    """Run to completion in a child; returns its wall time."""
+    started = time.perf_counter()
+    child = start_life(target)
+    _join(child, timeout)
     assert child.exitcode == 0, f"run exited with {child.exitcode}"
     return time.perf_counter() - started
+
+
+def _join(child, timeout: float = LIFE_TIMEOUT_S) -> None:
+    """Wait for a life to end; one still running after `timeout` seconds is killed and fails the test."""
+    child.join(timeout)
+    if child.is_alive():
+        os.kill(child.pid, signal.SIGKILL)
+        child.join()
+        raise AssertionError(f"a life was still running after {timeout:.0f} s (killed)")
 
 
 def kill_repeatedly(target: Callable[[], None], kills: int, seed: int, span: float) -> int:
     """Start `target` `kills` times, SIGKILL each life after a random delay in [0, span) unless it
     finished first, then run it to the end. Returns how many lives were actually killed."""
-    context = multiprocessing.get_context("fork")
     rng = random.Random(seed)
     killed = 0
     for _ in range(kills):
-        child = context.Process(target=_life, args=(target,))
-        child.start()
+        child = start_life(target)
         child.join(rng.uniform(0.0, span))
         if child.is_alive():
             os.kill(child.pid, signal.SIGKILL)
-            child.join()
+            _join(child)
             killed += 1
         else:
             assert child.exitcode == 0, f"a life exited with {child.exitcode}"
@@ -58,9 +87,7 @@ def stop_gracefully(
 ) -> tuple[int, float]:
     """Start `target` in a child, send `sig` once `ready()` holds (e.g. round 1 has started), and wait for the
     child to stop by itself. Returns (exit code, seconds from the signal to the exit)."""
-    context = multiprocessing.get_context("fork")
-    child = context.Process(target=_life, args=(target,))
-    child.start()
+    child = start_life(target)
     deadline = time.monotonic() + 120
     while not ready():
         assert child.is_alive(), f"the run ended (exit {child.exitcode}) before the signal could be sent"
@@ -69,5 +96,8 @@ def stop_gracefully(
     sent = time.perf_counter()
     os.kill(child.pid, sig)
     child.join(60)
-    assert not child.is_alive(), "the run did not stop within 60 s of the signal"
+    if child.is_alive():
+        os.kill(child.pid, signal.SIGKILL)
+        child.join()
+        raise AssertionError("the run did not stop within 60 s of the signal (killed)")
     return child.exitcode, time.perf_counter() - sent

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import family_module, require_data, tiny_mnist
 from imp_fixtures import csv_without_wall_time
-from kill_harness import kill_repeatedly, run_once
+from kill_harness import kill_repeatedly, run_once, start_life
 
 
 def assert_kills_change_nothing(command, tmp_path, seed: int, runs: str = "") -> None:
@@ -21,6 +21,32 @@ def assert_kills_change_nothing(command, tmp_path, seed: int, runs: str = "") ->
     assert csv_without_wall_time(resumed / "rounds.csv") == csv_without_wall_time(reference / "rounds.csv")
     assert (resumed / "curve.csv").read_bytes() == (reference / "curve.csv").read_bytes()
     assert not list(resumed.glob(".*.tmp")), "no temporary files left behind"
+
+
+def test_a_life_killed_inside_a_progress_bar_leaves_the_bars_free():
+    """Every tqdm bar, even a disabled one, takes tqdm's lock, so a kill can land while a life holds it. The test
+    process and the next lives must still get it (a stuck lock once stalled the suite until CI's time ran out)."""
+    import os
+    import signal
+    import time
+
+    from tqdm.auto import tqdm
+
+    tqdm(disable=True).close()  # the test process's lock exists before the lives are forked
+
+    def hold_the_lock():
+        tqdm.get_lock().acquire()
+        time.sleep(60)
+
+    life = start_life(hold_the_lock)
+    time.sleep(1.0)
+    os.kill(life.pid, signal.SIGKILL)
+    life.join()
+    lock = tqdm.get_lock()
+    for part in getattr(lock, "locks", [lock]):
+        assert part.acquire(timeout=5), "a killed life left tqdm's lock taken"
+        part.release()
+    run_once(lambda: tqdm(range(3), disable=True).close(), timeout=60)
 
 
 @pytest.mark.slow
