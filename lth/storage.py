@@ -279,8 +279,9 @@ class DirectoryLock:
     The lease file records host, pid and the time of the last heartbeat. It is stale when its heartbeat is
     older than the lease timeout (whatever host wrote it: a node that failed or a job killed at its time limit
     renews nothing), or at once when its process is gone on this host. A stale lease is taken over with one
-    printed line naming the old holder. Creating the lease file (O_EXCL) is the only way in, and a stale file
-    is removed only after checking it is still the one found stale, so two racing processes leave one writer.
+    printed line naming the old holder. Creating the lease file is the only way in: its record is written aside
+    and hard-linked into place, so no process ever sees it empty or half written. A stale or unreadable file is
+    removed only after checking it is still the one found, so two racing processes leave one writer.
     """
 
     def __init__(self, directory: str | os.PathLike, timeout: float | None = None):
@@ -333,8 +334,8 @@ class DirectoryLock:
             {"host": socket.gethostname(), "pid": os.getpid(), "heartbeat": time.time(), "token": self._token}
         )
 
-    def _take_over(self, holder: Holder, text: str) -> None:
-        """Remove a stale lease file, but only if it is still the one found stale."""
+    def _take_over(self, holder: Holder | None, text: str) -> None:
+        """Remove a stale (or unreadable) lease file, but only if it is still the one found."""
         aside = self.path.with_name(f".lock.stale.{socket.gethostname()}.{os.getpid()}")
         try:
             os.rename(self.path, aside)
@@ -346,35 +347,57 @@ class DirectoryLock:
             aside.unlink(missing_ok=True)
             return
         aside.unlink(missing_ok=True)
-        print(f"taking over run directory {self.path.parent}: the lease of {holder.describe()} is stale", flush=True)
+        why = f"the lease of {holder.describe()} is stale" if holder else f"its lease file was unreadable ({text!r})"
+        print(f"taking over run directory {self.path.parent}: {why}", flush=True)
+
+    def _create(self) -> bool:
+        """Create the lease file holding this process's record; False if a lease file exists. The record is written
+        aside and hard-linked into place, so the file appears whole. Where the file system has no hard links, an
+        exclusive create followed by the write (another process then waits for the record, `acquire`)."""
+        draft = self.path.with_name(f".lock.new.{socket.gethostname()}.{os.getpid()}")
+        try:
+            draft.write_text(self._record())
+            os.link(draft, self.path)
+            return True
+        except FileExistsError:
+            return False
+        except OSError:
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "w") as handle:
+                handle.write(self._record())
+            return True
+        finally:
+            draft.unlink(missing_ok=True)
 
     def acquire(self) -> DirectoryLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._token = uuid.uuid4().hex
         for _ in range(5):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                holder, text = self._read()
-                if holder is None:
-                    # Being written right now, or a crash between create and write: stale only if it stays so.
-                    time.sleep(0.2)
-                    if self._read()[0] is None:
-                        self.path.unlink(missing_ok=True)
-                    continue
-                if self._stale(holder):
-                    self._take_over(holder, text)
-                    continue
-                raise RunLockedError(
-                    f"run directory {self.path.parent} is in use by {holder.describe()}; wait for it, or "
-                    f"delete {self.path} if that process is gone (a lease without heartbeat for "
-                    f"{self.timeout:.0f} s is taken over by itself)"
-                ) from None
-            with os.fdopen(fd, "w") as handle:
-                handle.write(self._record())
-            self.held, self.lost = True, False
-            self._start_heartbeat()
-            return self
+            if self._create():
+                self.held, self.lost = True, False
+                self._start_heartbeat()
+                return self
+            holder, text = self._read()
+            if text is None:
+                continue  # removed since: try again
+            if holder is None:
+                # Unreadable: a crash mid-write without hard links, or a file not written by a lease. Taken over
+                # only if it stays the same while a writer would have finished.
+                time.sleep(0.2)
+                if self._read()[1] == text:
+                    self._take_over(None, text)
+                continue
+            if self._stale(holder):
+                self._take_over(holder, text)
+                continue
+            raise RunLockedError(
+                f"run directory {self.path.parent} is in use by {holder.describe()}; wait for it, or "
+                f"delete {self.path} if that process is gone (a lease without heartbeat for "
+                f"{self.timeout:.0f} s is taken over by itself)"
+            )
         raise RunLockedError(f"could not lock run directory {self.path.parent}")
 
     def _start_heartbeat(self) -> None:

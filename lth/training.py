@@ -185,12 +185,15 @@ def train_round(
     `on_iteration(i)` runs before step i (used to snapshot the weights at a rewind iteration).
     """
     model.train()
+    # The CUDA generator only for a run on CUDA: touching it starts a CUDA context, which a CPU run on a GPU host
+    # must not take (nor can a forked process).
+    on_cuda = torch.device(device).type == "cuda"
     if resume is not None:
         model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
         torch.set_rng_state(resume["cpu_rng"])
-        if resume.get("cuda_rng") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state(resume["cuda_rng"])
+        if resume.get("cuda_rng") is not None and on_cuda:
+            torch.cuda.set_rng_state(resume["cuda_rng"], device)
         iteration = resume["iteration"]
         curve = list(resume["curve"])
         loss_sum = resume["loss_sum"].to(device)
@@ -217,7 +220,7 @@ def train_round(
                 "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
                 "optimizer": optimizer.state_dict(),
                 "cpu_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
+                "cuda_rng": torch.cuda.get_rng_state(device) if on_cuda else None,
                 "curve": list(curve),
                 "loss_sum": loss_sum.detach().cpu().clone(),
                 "loss_count": loss_count,

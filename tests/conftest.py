@@ -17,6 +17,7 @@ os.environ.setdefault("LTH_ENERGY", "off")
 import numpy as np
 import pytest
 import torch
+import tqdm.std
 
 from lth.sweep import _script_folder_on_path
 
@@ -26,6 +27,19 @@ DATA_ROOT = Path(os.environ.get("LTH_DATA_DIR") or REPO.parent / "shared" / "dat
 # Test models are tiny: extra intra-op threads only spin against each other (and against other
 # processes on a 2-core machine), so one thread is both faster and steadier.
 torch.set_num_threads(1)
+
+# No progress bar takes a lock shared across fork: tests fork processes and SIGKILL them, and a lock held by a
+# killed process would stay taken for every other (the kill harness also gives each life a lock of its own).
+tqdm.std.TqdmDefaultWriteLock.mp_lock = None
+
+
+@pytest.fixture(autouse=True)
+def outside_any_cluster_job(monkeypatch):
+    """Tests run as outside a scheduler's job, whatever machine runs them: an array index in the environment
+    would make `lth sweep` run one line, and a lease timeout would change the lease tests."""
+    for name in list(os.environ):
+        if name.startswith(("LSB_", "SLURM_")) or name == "LTH_LEASE_TIMEOUT":
+            monkeypatch.delenv(name)
 
 
 def family_module(folder: str, name: str):

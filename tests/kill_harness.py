@@ -19,9 +19,10 @@ LIFE_TIMEOUT_S = 300.0  # far above any life in the suite (seconds at most)
 
 
 def _own_progress_bar_lock() -> None:
-    """tqdm guards every bar, even a disabled one, with a multiprocessing lock that forked children share with the
-    test process: a life SIGKILLed while holding it would leave it taken for good, and every later bar in the
-    worker (and every later life) would wait on it forever. A life takes a lock of its own instead."""
+    """tqdm guards every bar, even a disabled one, with a lock. A life forked while another thread of the test
+    process (tqdm's monitor) held it would keep a copy taken for good and hang at its first bar; a life takes a
+    lock of its own instead. (tqdm's lock shared across fork, which a SIGKILLed life could leave taken for every
+    process, conftest turns off.)"""
     import tqdm
     import tqdm.auto
 

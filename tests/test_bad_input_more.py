@@ -53,8 +53,18 @@ def test_lease_timeout_must_be_seconds(tmp_path, capsys, monkeypatch):
     assert "LTH_LEASE_TIMEOUT" in line and leaves_nothing(tmp_path / "runs")
 
 
-def test_bert_missing_data_offline_fails_at_once_in_one_line(tmp_path, capsys, monkeypatch, tiny_model):  # noqa: F811
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # the hub is unreachable here: that alone must suffice
+def test_bert_missing_data_offline_fails_at_once_in_one_line(tmp_path, capsys, monkeypatch, request, tiny_model):  # noqa: F811
+    import socket
+
+    from lth.environment import hub_offline
+
+    def unreachable(*args, **kwargs):
+        raise OSError("no route to host")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # an unreachable hub alone must suffice
+    monkeypatch.setattr(socket, "create_connection", unreachable)
+    hub_offline.cache_clear()  # probed afresh here, and again by whichever test asks next
+    request.addfinalizer(hub_offline.cache_clear)
     lth = load_bert_script("lottery_ticket_bert")
     started = time.perf_counter()
     with bert_modules():

@@ -3,6 +3,7 @@ round of every family, SIGUSR1, and a sweep running lines side by side."""
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 
@@ -80,7 +81,8 @@ def test_sweep_runs_lines_side_by_side_and_a_stop_signal_stops_all_of_them_to_re
     config.write_text(f"--trial 0 {common}\n--trial 1 {common}\n--trial 2 {common}\n")
     command = [sys.executable, "-m", "lth", "sweep", str(config), "--script", str(REPO / "Lenet-300-100" / "main.py"),
                "--per_device", "2"]  # fmt: skip
-    sweep = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    cpu_only = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # one device: two lines at once, the third waits
+    sweep = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=cpu_only)
     ready = round_one_started(tmp_path / "runs", after=0.3)
     deadline = time.monotonic() + 120
     while not ready():
@@ -93,5 +95,5 @@ def test_sweep_runs_lines_side_by_side_and_a_stop_signal_stops_all_of_them_to_re
     running_at_stop = list((tmp_path / "runs").rglob("progress.pt"))
     assert running_at_stop, "the lines running side by side saved their progress"
     assert not list((tmp_path / "runs").rglob(".lock"))
-    subprocess.run(command, check=True, capture_output=True, timeout=600)
+    subprocess.run(command, check=True, capture_output=True, timeout=600, env=cpu_only)
     assert len(list((tmp_path / "runs").rglob("finished"))) == 3

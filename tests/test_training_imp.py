@@ -56,6 +56,27 @@ def test_pruned_weights_stay_exactly_zero_through_training(optimizer):
         assert (params[name][keep] != 0).float().mean() > 0.99  # the survivors did train
 
 
+def test_a_cpu_run_checkpoints_and_resumes_without_touching_cuda(monkeypatch):
+    """On a GPU host a CPU run must not start a CUDA context (it would take memory on a GPU, and a forked process
+    cannot start one): its checkpoints hold no CUDA generator state."""
+
+    def no_cuda(*args, **kwargs):
+        raise AssertionError("a CPU run touched the CUDA generator")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state", no_cuda)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", no_cuda)
+    torch.manual_seed(0)
+    model = DigitsMLP()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)  # Adam's step itself asks an available GPU for its stream
+    batches = ShuffledBatches(DIGITS.train_x, DIGITS.train_y, 32, seed=0)
+    saved = []
+    schedule = RoundSchedule(20, 10, checkpoint_every=10)
+    train_round(model, optimizer, batches, classification_loss, lambda m: {}, schedule, on_checkpoint=saved.append)
+    assert saved and all(point["cuda_rng"] is None for point in saved)
+    train_round(model, optimizer, batches, classification_loss, lambda m: {}, schedule, resume=saved[0])
+
+
 def test_rewinding_restores_saved_tensors_on_survivors():
     torch.manual_seed(0)
     model = DigitsMLP()
