@@ -13,6 +13,9 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 # codecarbon sets itself up in about 2 s per process; tests that measure energy turn it on themselves.
 os.environ.setdefault("LTH_ENERGY", "off")
+# Asking whether CUDA is available (test_cuda.py does, at collection) must not start the CUDA driver on a GPU host:
+# the kill and stop tests fork their runs, and a fork of a process with CUDA started cannot use CUDA at all.
+os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
 
 import numpy as np
 import pytest
