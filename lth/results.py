@@ -8,7 +8,7 @@ Layout of one run (its name is readable and built from its settings):
         curve.csv         one row per evaluation (CURVE_COLUMNS)
         state.pt          what the next round needs (masks, rewind weights, rows so far)
         progress.pt       the round in flight: weights, optimiser, RNG, iteration (deleted at round end)
-        .lock             host and pid of the process working here
+        .lock             the lease of the process working here (host, pid, heartbeat, token)
 """
 
 from __future__ import annotations

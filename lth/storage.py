@@ -297,7 +297,7 @@ class DirectoryLock:
     def _read(self) -> tuple[Holder | None, str | None]:
         """(holder, raw text); holder None when the file is missing or not (yet) readable."""
         try:
-            text = self.path.read_text()
+            text = self.path.read_text(errors="replace")  # not a lease's record at all: unreadable, not a crash
         except OSError:
             return None, None
         try:
@@ -336,53 +336,71 @@ class DirectoryLock:
 
     def _take_over(self, holder: Holder | None, text: str) -> None:
         """Remove a stale (or unreadable) lease file, but only if it is still the one found."""
-        aside = self.path.with_name(f".lock.stale.{socket.gethostname()}.{os.getpid()}")
+        aside = self.path.with_name(f".lock.stale.{self._token}")
         try:
             os.rename(self.path, aside)
         except FileNotFoundError:
             return  # someone else removed it first
-        if aside.read_text() != text:  # it was renewed or replaced meanwhile: put it back untouched
-            with contextlib.suppress(FileExistsError):
+        if aside.read_text(errors="replace") != text:  # renewed or replaced meanwhile: put it back untouched
+            try:
                 os.link(aside, self.path)
+            except FileExistsError:
+                pass
+            except OSError:  # no hard links here: move it back unless a new lease appeared meanwhile
+                if not self.path.exists():
+                    os.rename(aside, self.path)
             aside.unlink(missing_ok=True)
             return
         aside.unlink(missing_ok=True)
-        why = f"the lease of {holder.describe()} is stale" if holder else f"its lease file was unreadable ({text!r})"
+        if holder is not None:
+            why = f"the lease of {holder.describe()} is stale"
+        else:
+            why = f"its lease file was unreadable ({text[:80]!r}{'...' if len(text) > 80 else ''})"
         print(f"taking over run directory {self.path.parent}: {why}", flush=True)
 
     def _create(self) -> bool:
         """Create the lease file holding this process's record; False if a lease file exists. The record is written
-        aside and hard-linked into place, so the file appears whole. Where the file system has no hard links, an
-        exclusive create followed by the write (another process then waits for the record, `acquire`)."""
-        draft = self.path.with_name(f".lock.new.{socket.gethostname()}.{os.getpid()}")
+        to a draft of this attempt's own (named by its token) and hard-linked into place, so the file appears whole.
+        Where the file system has no hard links: an exclusive create, then the write (another process waits for
+        the record, `acquire`)."""
+        draft = self.path.with_name(f".lock.new.{self._token}")
         try:
-            draft.write_text(self._record())
+            with open(draft, "x") as handle:
+                handle.write(self._record())
             os.link(draft, self.path)
             return True
         except FileExistsError:
             return False
         except OSError:
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                return False
+            return self._create_exclusively()
+        finally:
+            with contextlib.suppress(OSError):  # (a read-only directory fails even to unlink a missing file)
+                draft.unlink(missing_ok=True)
+
+    def _create_exclusively(self) -> bool:
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        try:
             with os.fdopen(fd, "w") as handle:
                 handle.write(self._record())
-            return True
-        finally:
-            draft.unlink(missing_ok=True)
+        except OSError:  # a full disk: leave no empty lease behind
+            self.path.unlink(missing_ok=True)
+            raise
+        return True
 
     def acquire(self) -> DirectoryLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._token = uuid.uuid4().hex
         for _ in range(5):
             if self._create():
-                self.held, self.lost = True, False
-                self._start_heartbeat()
-                return self
+                break
             holder, text = self._read()
             if text is None:
                 continue  # removed since: try again
+            if holder is not None and holder.token == self._token:
+                break  # ours after all (NFS can report a link it made, then retransmitted, as existing)
             if holder is None:
                 # Unreadable: a crash mid-write without hard links, or a file not written by a lease. Taken over
                 # only if it stays the same while a writer would have finished.
@@ -398,7 +416,11 @@ class DirectoryLock:
                 f"delete {self.path} if that process is gone (a lease without heartbeat for "
                 f"{self.timeout:.0f} s is taken over by itself)"
             )
-        raise RunLockedError(f"could not lock run directory {self.path.parent}")
+        else:
+            raise RunLockedError(f"could not lock run directory {self.path.parent}")
+        self.held, self.lost = True, False
+        self._start_heartbeat()
+        return self
 
     def _start_heartbeat(self) -> None:
         self._stop.clear()

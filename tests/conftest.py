@@ -34,6 +34,7 @@ torch.set_num_threads(1)
 # No progress bar takes a lock shared across fork: tests fork processes and SIGKILL them, and a lock held by a
 # killed process would stay taken for every other (the kill harness also gives each life a lock of its own).
 tqdm.std.TqdmDefaultWriteLock.mp_lock = None
+tqdm.std.tqdm.monitor_interval = 0  # nor does a monitor thread hold tqdm's lock at the moment a test forks
 
 
 @pytest.fixture(autouse=True)

@@ -51,7 +51,10 @@ def run_once(target: Callable[[], None], timeout: float = LIFE_TIMEOUT_S) -> flo
     """Run to completion in a child; returns its wall time."""
     started = time.perf_counter()
     child = start_life(target)
-    _join(child, timeout)
+    try:
+        _join(child, timeout)
+    finally:
+        _kill(child)
     assert child.exitcode == 0, f"run exited with {child.exitcode}"
     return time.perf_counter() - started
 
@@ -60,9 +63,14 @@ def _join(child, timeout: float = LIFE_TIMEOUT_S) -> None:
     """Wait for a life to end; one still running after `timeout` seconds is killed and fails the test."""
     child.join(timeout)
     if child.is_alive():
-        os.kill(child.pid, signal.SIGKILL)
-        child.join()
+        _kill(child)
         raise AssertionError(f"a life was still running after {timeout:.0f} s (killed)")
+
+
+def _kill(child) -> None:
+    if child.is_alive():
+        os.kill(child.pid, signal.SIGKILL)
+    child.join()
 
 
 def kill_repeatedly(target: Callable[[], None], kills: int, seed: int, span: float) -> int:
@@ -72,10 +80,12 @@ def kill_repeatedly(target: Callable[[], None], kills: int, seed: int, span: flo
     killed = 0
     for _ in range(kills):
         child = start_life(target)
-        child.join(rng.uniform(0.0, span))
-        if child.is_alive():
-            os.kill(child.pid, signal.SIGKILL)
-            _join(child)
+        try:
+            child.join(rng.uniform(0.0, span))
+        finally:  # (also when the test is interrupted here)
+            was_running = child.is_alive()
+            _kill(child)
+        if was_running:
             killed += 1
         else:
             assert child.exitcode == 0, f"a life exited with {child.exitcode}"
@@ -89,16 +99,16 @@ def stop_gracefully(
     """Start `target` in a child, send `sig` once `ready()` holds (e.g. round 1 has started), and wait for the
     child to stop by itself. Returns (exit code, seconds from the signal to the exit)."""
     child = start_life(target)
-    deadline = time.monotonic() + 120
-    while not ready():
-        assert child.is_alive(), f"the run ended (exit {child.exitcode}) before the signal could be sent"
-        assert time.monotonic() < deadline, "the run never became ready for the signal"
-        time.sleep(0.02)
-    sent = time.perf_counter()
-    os.kill(child.pid, sig)
-    child.join(60)
-    if child.is_alive():
-        os.kill(child.pid, signal.SIGKILL)
-        child.join()
-        raise AssertionError("the run did not stop within 60 s of the signal (killed)")
-    return child.exitcode, time.perf_counter() - sent
+    try:
+        deadline = time.monotonic() + 120
+        while not ready():
+            assert child.is_alive(), f"the run ended (exit {child.exitcode}) before the signal could be sent"
+            assert time.monotonic() < deadline, "the run never became ready for the signal"
+            time.sleep(0.02)
+        sent = time.perf_counter()
+        os.kill(child.pid, sig)
+        child.join(60)
+        assert not child.is_alive(), "the run did not stop within 60 s of the signal (killed)"
+        return child.exitcode, time.perf_counter() - sent
+    finally:  # no life outlives a failed or interrupted test
+        _kill(child)

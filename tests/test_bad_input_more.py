@@ -61,7 +61,8 @@ def test_bert_missing_data_offline_fails_at_once_in_one_line(tmp_path, capsys, m
     def unreachable(*args, **kwargs):
         raise OSError("no route to host")
 
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # an unreachable hub alone must suffice
+    for variable in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):  # an unreachable hub alone must suffice
+        monkeypatch.delenv(variable, raising=False)
     monkeypatch.setattr(socket, "create_connection", unreachable)
     hub_offline.cache_clear()  # probed afresh here, and again by whichever test asks next
     request.addfinalizer(hub_offline.cache_clear)
@@ -83,6 +84,7 @@ def test_bert_missing_data_offline_fails_at_once_in_one_line(tmp_path, capsys, m
             capsys,
         )
     assert "glue/SST-2/train.tsv" in line and time.perf_counter() - started < 15
+    assert hub_offline(), "found offline by the probe alone"
     assert leaves_nothing(tmp_path / "runs") and leaves_nothing(tmp_path / "models")
 
 

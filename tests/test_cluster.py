@@ -3,6 +3,7 @@ dead or frozen holders (any host) are taken over; a live lease is refused before
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -160,14 +161,23 @@ def test_processes_racing_for_one_directory_leave_exactly_one_writer(tmp_path, s
 
 def test_a_lease_file_appears_whole_and_an_unreadable_one_is_taken_over(tmp_path, monkeypatch, capsys):
     """The record is hard-linked into place, so racing processes never read an empty lease; a file that stays
-    unreadable (not a lease's record) is taken over, saying so; without hard links an exclusive create serves."""
-    lease = DirectoryLock(tmp_path).acquire()
-    assert json.loads(lease.path.read_text())["pid"] == os.getpid()
+    unreadable (not a lease's record, not even text) is taken over, saying so; without hard links an exclusive
+    create serves."""
+    real_open = os.open
+
+    def no_exclusive_create(path, flags, *args):
+        assert not flags & os.O_EXCL, "the lease was created by hard link, not by an exclusive create"
+        return real_open(path, flags, *args)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(os, "open", no_exclusive_create)
+        lease = DirectoryLock(tmp_path).acquire()
+    assert json.loads(lease.path.read_text())["token"] == lease._token
     assert sorted(p.name for p in tmp_path.iterdir()) == [".lock"], "no draft left behind"
     lease.release()
-    lease.path.write_text("not a lease")
+    lease.path.write_bytes(b"\xff\xfenot a lease")
     DirectoryLock(tmp_path).acquire().release()
-    assert "its lease file was unreadable ('not a lease')" in capsys.readouterr().out
+    assert "its lease file was unreadable ('\ufffd\ufffdnot a lease')" in capsys.readouterr().out
 
     def no_hard_links(source, target):
         raise PermissionError(1, "Operation not permitted")
@@ -179,6 +189,30 @@ def test_a_lease_file_appears_whole_and_an_unreadable_one_is_taken_over(tmp_path
         DirectoryLock(tmp_path).acquire()
     lease.release()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_attempts_of_one_process_racing_for_a_directory_leave_one_holder_whose_record_it_holds(tmp_path):
+    """Each attempt writes its record to a draft of its own (named by its token), so attempts that share a host
+    name and a pid (threads, or containers with pid namespaces of their own) never write over each other's."""
+    import threading
+
+    for trial in range(30):
+        directory, start, held = tmp_path / str(trial), threading.Barrier(4), []
+
+        def attempt(directory=directory, start=start, held=held):
+            lease = DirectoryLock(directory)
+            start.wait(10)
+            with contextlib.suppress(RunLockedError):
+                held.append(lease.acquire())
+
+        threads = [threading.Thread(target=attempt) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert len(held) == 1, f"trial {trial}: {len(held)} holders"
+        assert json.loads((directory / ".lock").read_text())["token"] == held[0]._token
+        held[0].release()
 
 
 def test_a_lease_lost_to_another_process_refuses_further_writes(tmp_path):

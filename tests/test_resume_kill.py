@@ -40,7 +40,7 @@ def test_a_life_forked_while_another_thread_holds_the_progress_bar_lock_still_ma
 
     holder = threading.Thread(target=hold_the_lock)
     holder.start()
-    holding.wait(10)
+    assert holding.wait(10)
     try:
         run_once(lambda: tqdm(range(3), disable=True).close(), timeout=20)
     finally:

@@ -74,7 +74,8 @@ def test_a_cpu_run_checkpoints_and_resumes_without_touching_cuda(monkeypatch):
     schedule = RoundSchedule(20, 10, checkpoint_every=10)
     train_round(model, optimizer, batches, classification_loss, lambda m: {}, schedule, on_checkpoint=saved.append)
     assert saved and all(point["cuda_rng"] is None for point in saved)
-    train_round(model, optimizer, batches, classification_loss, lambda m: {}, schedule, resume=saved[0])
+    from_a_gpu_run = {**saved[0], "cuda_rng": torch.zeros(16, dtype=torch.uint8)}  # (a checkpoint moved to a CPU)
+    train_round(model, optimizer, batches, classification_loss, lambda m: {}, schedule, resume=from_a_gpu_run)
 
 
 def test_rewinding_restores_saved_tensors_on_survivors():
