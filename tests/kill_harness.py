@@ -52,19 +52,12 @@ def run_once(target: Callable[[], None], timeout: float = LIFE_TIMEOUT_S) -> flo
     started = time.perf_counter()
     child = start_life(target)
     try:
-        _join(child, timeout)
-    finally:
+        child.join(timeout)
+        assert not child.is_alive(), f"a life was still running after {timeout:.0f} s (killed)"
+    finally:  # no life outlives a failed or interrupted test
         _kill(child)
     assert child.exitcode == 0, f"run exited with {child.exitcode}"
     return time.perf_counter() - started
-
-
-def _join(child, timeout: float = LIFE_TIMEOUT_S) -> None:
-    """Wait for a life to end; one still running after `timeout` seconds is killed and fails the test."""
-    child.join(timeout)
-    if child.is_alive():
-        _kill(child)
-        raise AssertionError(f"a life was still running after {timeout:.0f} s (killed)")
 
 
 def _kill(child) -> None:
