@@ -1,0 +1,76 @@
+"""A mask on disk without pickle: one bit per weight in a safetensors file, with a JSON header.
+
+Each layer is stored as its survival bits packed eight to a byte (`uint8`, row-major over the weight's
+flattened entries); the safetensors metadata carries the format name, each layer's shape and whatever header
+the caller adds (round, weights remaining, the run it came from). A LeNet-300-100 mask takes 33 kB this way
+against 266 kB as bool tensors in a pickle, and reading it runs no code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.numpy import load as load_numpy
+from safetensors.numpy import save as save_numpy
+
+from lth.errors import UserError
+from lth.masks import Mask
+from lth.storage import atomic_write_bytes
+
+FORMAT = "lth-mask/1"
+
+
+def pack(mask: Mask) -> dict[str, np.ndarray]:
+    return {name: np.packbits(bits.detach().cpu().numpy().reshape(-1)) for name, bits in mask.layers.items()}
+
+
+def unpack(packed: dict[str, np.ndarray], shapes: dict[str, list[int]]) -> Mask:
+    layers = {}
+    for name, shape in shapes.items():
+        count = int(np.prod(shape)) if shape else 1
+        bits = np.unpackbits(packed[name], count=count).astype(bool).reshape(shape)
+        layers[name] = torch.from_numpy(bits)
+    return Mask(layers)
+
+
+def mask_to_bytes(mask: Mask, header: dict[str, Any] | None = None) -> bytes:
+    shapes = {name: list(bits.shape) for name, bits in mask.layers.items()}
+    metadata = {"format": FORMAT, "layers": json.dumps(list(shapes)), "shapes": json.dumps(shapes)}
+    metadata["header"] = json.dumps(header or {}, sort_keys=True, default=str)
+    return save_numpy(pack(mask), metadata=metadata)
+
+
+def save_mask(path: str | os.PathLike, mask: Mask, header: dict[str, Any] | None = None) -> None:
+    """Write `mask` (and `header`, any JSON) to `path` atomically."""
+    atomic_write_bytes(path, mask_to_bytes(mask, header))
+
+
+def load_mask(path: str | os.PathLike) -> tuple[Mask, dict[str, Any]]:
+    """The mask and header of a file written by `save_mask`; a damaged or foreign file is one clear error."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+        packed = load_numpy(data)
+        metadata = _metadata(data)
+        if metadata.get("format") != FORMAT:
+            raise ValueError(f"format {metadata.get('format')!r}, not {FORMAT}")
+        shapes = json.loads(metadata["shapes"])
+        order = json.loads(metadata["layers"])
+        mask = unpack(packed, {name: shapes[name] for name in order})
+        return mask, json.loads(metadata.get("header") or "{}")
+    except OSError as error:
+        raise UserError(f"mask file {path} cannot be read ({error.strerror})") from None
+    except (SafetensorError, ValueError, KeyError, TypeError) as error:
+        raise UserError(f"mask file {path} is not a readable mask ({error})") from None
+
+
+def _metadata(data: bytes) -> dict[str, str]:
+    """The safetensors header's `__metadata__` (the numpy loader returns tensors only)."""
+    length = int.from_bytes(data[:8], "little")
+    return json.loads(data[8 : 8 + length]).get("__metadata__") or {}
