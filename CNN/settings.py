@@ -15,7 +15,7 @@ from lth.settings import (
     INPUT,
     OPERATIONAL,
     Alias,
-    PruneAtInitSettings,
+    IMPRunSettings,
     batch_size_setting,
     checkpoint_every_setting,
     compile_setting,
@@ -49,12 +49,13 @@ def _per_arch(values: dict) -> str:
 
 
 @dataclass
-class ConvSettings(PruneAtInitSettings):
+class ConvSettings(IMPRunSettings):
     PROG = "CNN/main.py"
     DESCRIPTION = "Conv-2/4/6 on CIFAR-10: layer-wise IMP, winning ticket vs random re-init (or random pruning)."
     NAME_FIELDS = (
         "arch",
         "run_type",
+        "control_mask",
         "dropout_rate",
         "lr",
         "train_iterations",
@@ -139,7 +140,7 @@ class ConvSettings(PruneAtInitSettings):
         return readable_name(
             [
                 ("", self.arch),
-                ("", self.pai_label() or self.run_type),
+                ("", self.run_label()),
                 ("d", self.dropout_rate),
                 ("lr", self.lr),
                 ("it", self.train_iterations),

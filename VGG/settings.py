@@ -20,7 +20,7 @@ from lth.settings import (
     NO_CHANGE,
     OPERATIONAL,
     Alias,
-    PruneAtInitSettings,
+    IMPRunSettings,
     ReportingSettings,
     batch_size_setting,
     checkpoint_every_setting,
@@ -157,7 +157,7 @@ def _pruning_alias(kind: str):
 
 
 @dataclass
-class VGGSettings(PruneAtInitSettings, TrainingSettings):
+class VGGSettings(IMPRunSettings, TrainingSettings):
     PROG = "VGG/main.py"
     DESCRIPTION = (
         "VGG-19 on CIFAR-10: global IMP with rewinding to iteration 0 or k of the dense run, and its controls."
@@ -165,6 +165,7 @@ class VGGSettings(PruneAtInitSettings, TrainingSettings):
     NAME_FIELDS = (
         "width",
         "run_type",
+        "control_mask",
         "rewind_iteration",
         "seed",
         "pai_method",
@@ -226,7 +227,7 @@ class VGGSettings(PruneAtInitSettings, TrainingSettings):
         return readable_name(
             [
                 ("vgg19-w", self.width),
-                ("", self.pai_label() or self.run_type),
+                ("", self.run_label()),
                 ("rewind", self.rewind_iteration),
                 ("seed", self.seed),
             ]

@@ -40,11 +40,11 @@ from lth.errors import UserError
 from lth.imp import (
     IMPRecipe,
     IMPSettings,
-    _new_state,
-    _prepare_round,
     capture_weights,
     finish_round,
     new_captures,
+    round_start,
+    starting_state,
     transformation_seed,
 )
 from lth.masks import Mask
@@ -92,6 +92,8 @@ def run_imp_batched(replicates: list[Replicate], quiet: bool = False) -> None:
     replicates = [r for r in replicates if not is_finished(r.run.path)]
     if not replicates:
         return
+    # Winning tickets first: each starts its round (and keeps its mask) before the controls that branch from it.
+    replicates.sort(key=lambda r: r.cfg.ticket_dir is not None)
     architecture = check_batchable(replicates)
     # Refusals first: nothing is marked batched until the runs are known to be batchable.
     network = _network_for(architecture, replicates[0].recipe, replicates[0].recipe.batches(0)[0])
@@ -103,13 +105,7 @@ def run_imp_batched(replicates: list[Replicate], quiet: bool = False) -> None:
             )
         # Any batch may continue a batched run: a replicate's results do not depend on its batch-mates.
         atomic_write_json(r.run.path / "batched.json", {"batched": names, "replicates": len(names)})
-        r.state = r.run.load_state()
-        if r.state is None and r.cfg.initial_state is not None:  # e.g. VGG's dense round trained by train.py
-            r.state = r.cfg.initial_state()
-            r.run.save_state(r.state)
-            r.run.write_results(r.state["rows"], r.state["curve"], r.recipe.round_columns, r.recipe.curve_columns)
-        if r.state is None:
-            r.state = _new_state(r.recipe, r.cfg)
+        r.state = starting_state(r.run, r.recipe, r.cfg)
         provenance.record(r.run.path, r.recipe.device)
         r.tracker = tracker_for(r.run.settings, r.run.path)
     rounds = replicates[0].cfg.rounds
@@ -266,7 +262,7 @@ def _batched_round(round_index: int, replicates: list[Replicate], network: _Batc
             masks.append(Mask.from_state_dict(p["mask"]))
             weights.append(p["loop"]["model"])
         else:
-            mask, start = _prepare_round(round_index, r.state, r.recipe, r.cfg)
+            mask, start = round_start(r.run, round_index, r.state, r.recipe, r.cfg)
             masks.append(mask)
             weights.append({n: start[n] * mask[n] if n in mask.layers else start[n] for n in start})
     stacked = _Stacked(network.parameter_names, weights, device)
@@ -458,7 +454,7 @@ def run_lines_batched(script: str, lines: list[list[str]], quiet: bool = False) 
 
 def batch_key(settings) -> str:
     """What runs sharing a batch must agree on: every setting but seeds, run type and IMP mode, and where they run."""
-    condition = {k: v for k, v in settings.condition().items() if k not in ("run_type", "imp_mode")}
+    condition = {k: v for k, v in settings.condition().items() if k not in ("run_type", "control_mask", "imp_mode")}
     where = (settings.output_dir, settings.data_dir, settings.device)
     return repr((sorted(condition.items()), where))
 

@@ -44,8 +44,17 @@ def imp_settings_of(settings: Settings, **overrides) -> IMPSettings:
         "init_seed": getattr(settings, "init_seed", None),
         "transformation_seed": getattr(settings, "transformation_seed", None),
         "prune_at_init": prune_at_init_of(settings),
+        "ticket_dir": ticket_dir_of(settings),
     }
     return IMPSettings(**{**declared, **overrides})
+
+
+def ticket_dir_of(settings: Settings) -> Path | None:
+    """The run directory of the winning ticket a control branches from (None: not such a control)."""
+    follows_ticket = getattr(settings, "follows_ticket", None)
+    if follows_ticket is None or not follows_ticket():
+        return None
+    return (Path(settings.output_dir) / settings.ticket_settings().run_name()).resolve()
 
 
 def prune_at_init_of(settings: Settings) -> PruneAtInit | None:

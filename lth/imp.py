@@ -5,8 +5,13 @@ after the previous round's training (iterative) or from the dense trained weight
 round's compounded target (one-shot), then sets the surviving weights according to the run type:
 
 - winning_ticket: rewound to iteration 0, or to iteration k of the dense run (late rewinding);
-- random_reinit:  the same mask on fresh weights from the init distribution (own seeded draw);
-- random_prune:   a random mask with the magnitude mask's per-layer counts, on the rewind weights.
+- random_reinit:  the winning ticket's mask of the round on fresh weights from the init distribution (own
+                  seeded draw);
+- random_prune:   a random mask with the ticket's per-layer counts of the round, on the rewind weights.
+
+The controls are branches of the winning ticket of the same settings (lth.branches): they share its round 0 and
+take its mask of each round from its run directory, where a ticket keeps them. With `ticket_dir` unset they
+prune their own trained weights instead (the earlier study's variant, `--control_mask own`).
 
 After every round the run's state (masks, rewind weights, rows) is saved; inside a round the loop
 checkpoints every `checkpoint_every` iterations. Started again, a run continues where it stopped.
@@ -17,6 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,6 +30,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from lth import provenance
+from lth.branches import TicketBranch, keep_ticket_mask
 from lth.energy import EnergyMeter, Reading, meter_for
 from lth.errors import UserError
 from lth.init_pruning import PruneAtInit, prune_at_init
@@ -89,6 +96,9 @@ class IMPSettings:
     # Where a run with no saved state starts (e.g. `start_from_dense` of a dense round trained earlier);
     # None: a fresh initialisation and round 0 trained here.
     initial_state: Callable[[], dict] | None = None
+    # A control's winning ticket (its run directory), whose round 0 and masks it takes; None for a ticket, and
+    # for a control of the earlier study's variant, which prunes its own trained weights.
+    ticket_dir: Path | None = None
 
 
 def describe_early_stop_row(row: dict) -> str:
@@ -164,14 +174,55 @@ def start_from_dense(dense: dict, cfg: IMPSettings) -> dict:
     }
 
 
-def _prepare_round(round_index: int, state: dict, recipe: IMPRecipe, cfg: IMPSettings) -> tuple[Mask, dict]:
-    """The mask of this round and the weights its training starts from."""
+def starting_state(run: RunDirectory, recipe: IMPRecipe, cfg: IMPSettings) -> dict:
+    """A run's saved state, or where it starts: a control at its ticket's round 0, a dense round trained
+    elsewhere, or a fresh initialisation (every training path starts here)."""
+    state = run.load_state()
+    if state is not None:
+        return state
+    if cfg.ticket_dir is not None:
+        branch = TicketBranch(cfg.ticket_dir, run.name)
+        state = branch.start_state(
+            _new_state(recipe, cfg),
+            cfg.run_type,
+            cfg.seed,
+            cfg.rewind_iteration,
+            cfg.extra_columns,
+            identity=set(run.settings.identity()),
+        )
+    elif cfg.initial_state is not None:  # e.g. VGG's dense round trained by train.py
+        state = cfg.initial_state()
+    else:
+        return _new_state(recipe, cfg)
+    run.save_state(state)
+    run.write_results(state["rows"], state["curve"], recipe.round_columns, recipe.curve_columns)
+    return state
+
+
+def round_start(run: RunDirectory, round_index: int, state: dict, recipe: IMPRecipe, cfg: IMPSettings):
+    """The mask of this round and the weights its training starts from; a winning ticket keeps the mask."""
+    mask, weights = _prepare_round(round_index, state, recipe, cfg, run.name)
+    if cfg.run_type == "winning_ticket":
+        keep_ticket_mask(run.path, round_index, mask, run.name)
+    return mask, weights
+
+
+def _prepare_round(
+    round_index: int, state: dict, recipe: IMPRecipe, cfg: IMPSettings, name: str
+) -> tuple[Mask, dict]:
     if round_index == 0:
         return Mask.from_state_dict(state["mask"]), state["init"]
     previous = Mask.from_state_dict(state["mask"])
+    dense = Mask({n: torch.ones_like(m) for n, m in previous.layers.items()})
+    rewind_weights = state["rewind"] if cfg.rewind_iteration > 0 else state["init"]
+    if cfg.ticket_dir is not None:  # a branch of the winning ticket: its mask of this round
+        ticket_mask = TicketBranch(cfg.ticket_dir, name).mask(round_index)
+        if cfg.run_type == "random_prune":
+            generator = torch.Generator().manual_seed(derived_seed(cfg.seed, 4, round_index))
+            return random_mask_like(ticket_mask, within=dense, generator=generator), rewind_weights
+        return ticket_mask, fresh_initialization(recipe.model_factory, derived_seed(cfg.seed, 5, round_index))
     if cfg.mode == "oneshot":
-        base = Mask({n: torch.ones_like(m) for n, m in previous.layers.items()})
-        source, rounds = state["dense_trained"], round_index
+        base, source, rounds = dense, state["dense_trained"], round_index
     else:
         base, source, rounds = previous, state["trained"], 1
     policy = _policy_for(recipe, base)
@@ -182,7 +233,7 @@ def _prepare_round(round_index: int, state: dict, recipe: IMPRecipe, cfg: IMPSet
     if cfg.run_type == "random_reinit":
         weights = fresh_initialization(recipe.model_factory, derived_seed(cfg.seed, 5, round_index))
     else:
-        weights = state["rewind"] if cfg.rewind_iteration > 0 else state["init"]
+        weights = rewind_weights
     return mask, weights
 
 
@@ -199,13 +250,7 @@ def run_imp(run: RunDirectory, recipe: IMPRecipe, cfg: IMPSettings, quiet: bool 
 
     if (run.path / "batched.json").exists():  # never continued by another training path
         raise UserError(f"{run.path} is being trained batched with other runs; finish it with the same batched command")
-    state = run.load_state()
-    if state is None and cfg.initial_state is not None:
-        state = cfg.initial_state()
-        run.save_state(state)
-        run.write_results(state["rows"], state["curve"], recipe.round_columns, recipe.curve_columns)
-    if state is None:
-        state = _new_state(recipe, cfg)
+    state = starting_state(run, recipe, cfg)
     device = torch.device(recipe.device)
     model = recipe.model_factory().to(device)
     if recipe.device != "cpu" and device.type == "cuda":
@@ -257,7 +302,7 @@ def _run_round(
     if progress is not None:
         mask = Mask.from_state_dict(progress["mask"])
     else:
-        mask, weights = _prepare_round(round_index, state, recipe, cfg)
+        mask, weights = round_start(run, round_index, state, recipe, cfg)
         model.load_state_dict(weights)
         # Dropout draws from the global RNG: seed it per round, so a run resumed between rounds
         # trains exactly like one that never stopped (inside a round the checkpoint carries it).

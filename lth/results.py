@@ -8,6 +8,8 @@ Layout of one run (its name is readable and built from its settings):
         curve.csv         one row per evaluation (CURVE_COLUMNS)
         state.pt          what the next round needs (masks, rewind weights, rows so far)
         progress.pt       the round in flight: weights, optimiser, RNG, iteration (deleted at round end)
+        masks/round_NN.safetensors   a winning ticket's mask of round NN, bits packed (lth.mask_file), for
+                          the controls that branch from it
         .lock             the lease of the process working here (host, pid, heartbeat, token)
 """
 
@@ -152,7 +154,7 @@ class RunDirectory:
             raise
         # A process killed in the middle of an atomic write leaves its temporary file behind; with the
         # lock held nobody else writes here, so any such file is debris.
-        for debris in self.path.glob(".*.tmp"):
+        for debris in [*self.path.glob(".*.tmp"), *self.path.glob("masks/.*.tmp")]:
             debris.unlink(missing_ok=True)
         try:
             self._check_settings()
@@ -242,6 +244,18 @@ class RunDirectory:
 
     def clear_progress(self) -> None:
         (self.path / "progress.pt").unlink(missing_ok=True)
+
+
+def round_mask_path(run_path: str | os.PathLike, round_index: int) -> Path:
+    return Path(run_path) / "masks" / f"round_{round_index:02d}.safetensors"
+
+
+def rounds_done(run_path: str | os.PathLike) -> set[int]:
+    """The rounds a run has finished, as its rounds.csv says (empty before its first)."""
+    path = Path(run_path) / "rounds.csv"
+    if not path.exists():
+        return set()
+    return {int(row["round"]) for row in read_csv_rows(path) if row.get("round", "").strip()}
 
 
 def is_finished(run_path: str | os.PathLike) -> bool:

@@ -128,6 +128,9 @@ class Settings:
     NAME_FIELDS: ClassVar[tuple[str, ...]] = ()
     # Identity settings that only tell trials apart: never part of a figure's or summary's grouping.
     SEED_FIELDS: ClassVar[tuple[str, ...]] = ("seed", "init_seed", "data_order_seed", "transformation_seed")
+    # What a setting was in runs saved before it existed, where that differs from today's default (a
+    # settings.json without it was made that way).
+    SAVED_BEFORE: ClassVar[dict[str, Any]] = {}
 
     def __post_init__(self) -> None:
         self.resolve()
@@ -238,6 +241,9 @@ class Settings:
                     elif alias.is_rename:
                         values[f.name] = saved[key]
                     break
+                else:
+                    if f.name in cls.SAVED_BEFORE:
+                        values[f.name] = cls.SAVED_BEFORE[f.name]
             if f.name in values and f.metadata["nargs"] is not None and values[f.name] is not None:
                 values[f.name] = tuple(values[f.name])
         return cls(**values)
@@ -283,7 +289,11 @@ class Settings:
 # --- The canonical settings every family shares: one name and one meaning everywhere ---------------
 
 RUN_TYPES = ("winning_ticket", "random_reinit", "random_prune")
+CONTROL_RUN_TYPES = ("random_reinit", "random_prune")
 IMP_MODES = ("iterative", "oneshot")
+# Where a control's mask of each round comes from: the winning ticket's (Frankle & Carbin's definition), or the
+# control's own trained weights (the earlier study's variant, kept reachable).
+CONTROL_MASKS = ("ticket", "own")
 
 
 def run_type_setting(aliases: Iterable[Alias] = ()) -> Any:
@@ -293,6 +303,16 @@ def run_type_setting(aliases: Iterable[Alias] = ()) -> Any:
         "random_prune (random mask, same per-layer sparsity)",
         choices=RUN_TYPES,
         aliases=aliases,
+    )
+
+
+def control_mask_setting() -> Any:
+    return setting(
+        "ticket",
+        "where a control's mask of each round comes from: ticket (the winning ticket's mask of that round, as "
+        "Frankle & Carbin define the controls) or own (the earlier study's variant: the control prunes the "
+        "weights it trained itself)",
+        choices=CONTROL_MASKS,
     )
 
 
@@ -467,3 +487,38 @@ class PruneAtInitSettings(ReportingSettings):
             return None
         label = f"pai-{self.pai_method}-r{self.pai_round}-{self.pai_scope}"
         return label + (f"-{self.pai_ablation}" if self.pai_ablation != "none" else "")
+
+
+@dataclass
+class IMPRunSettings(PruneAtInitSettings):
+    """An image family's IMP run: a winning ticket or one of its controls (or pruning at initialization).
+
+    A control is a branch of the winning ticket of the same settings: at round r it takes the ticket's mask of
+    round r (`control_mask` ticket). Runs saved before the setting existed pruned their own weights (`own`), and
+    keep their names; runs of the ticket's definition are named `<run type>-of-ticket`.
+    """
+
+    SAVED_BEFORE = {"control_mask": "own"}
+
+    control_mask: str = control_mask_setting()
+
+    def resolve(self) -> None:
+        super().resolve()
+        if not self.is_control():
+            self.control_mask = "ticket"  # a ticket's own masks: one ticket, whatever the flag said
+
+    def is_control(self) -> bool:
+        return getattr(self, "run_type", "winning_ticket") in CONTROL_RUN_TYPES
+
+    def follows_ticket(self) -> bool:
+        """A control that takes its masks from the winning ticket's run directory."""
+        return self.is_control() and self.control_mask == "ticket"
+
+    def run_label(self) -> str:
+        """The run-type part of the name: winning_ticket, random_reinit-of-ticket, random_reinit (own masks)."""
+        label = self.pai_label() or self.run_type
+        return f"{label}-of-ticket" if self.follows_ticket() else label
+
+    def ticket_settings(self):
+        """The winning ticket this control branches from (same settings, run type winning_ticket)."""
+        return dataclasses.replace(self, run_type="winning_ticket", control_mask="ticket")

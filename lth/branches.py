@@ -1,0 +1,146 @@
+"""Controls as branches of the winning ticket (Frankle & Carbin; OpenLTH's lottery branches).
+
+"We retain the structure of a winning ticket (i.e., the mask m) but randomly sample a new initialization":
+a control of the ticket's definition shares the ticket's round 0 (it is not trained again) and at every later
+round r takes the ticket's mask of round r, which the ticket writes into its run directory when it starts that
+round (`masks/round_NN.safetensors`). random_reinit trains that mask from fresh weights; random_prune trains a
+random mask with its per-layer counts from the ticket's rewind weights.
+
+Where the ticket has not got that far, the control waits while the ticket is being trained (its lease is live;
+batched and swept together they never wait on each other), and otherwise stops with one line saying what to run
+first. Waiting loses nothing: the control has done no work on that round yet.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from lth.errors import UserError
+from lth.mask_file import load_mask, save_mask
+from lth.masks import Mask
+from lth.results import COST_COLUMNS, is_finished, read_csv_rows, round_mask_path, rounds_done
+from lth.stopping import StopRequested, stop_requested
+from lth.storage import DirectoryLock, load_checkpoint
+
+
+class TicketNotReady(UserError):
+    """A control needs a round of its winning ticket that nobody is training."""
+
+
+def ticket_wait_seconds() -> float:
+    """How long a control waits for a ticket that is not (yet) being trained: $LTH_TICKET_WAIT seconds; by
+    default 5 minutes inside a cluster job (the ticket's array task may start after the control's), else none."""
+    text = os.environ.get("LTH_TICKET_WAIT")
+    if text:
+        try:
+            return max(0.0, float(text))
+        except ValueError:
+            raise UserError(f"$LTH_TICKET_WAIT={text!r}: expected seconds, e.g. 300") from None
+    in_cluster_job = any(os.environ.get(name) for name in ("SLURM_JOB_ID", "LSB_JOBID"))
+    return 300.0 if in_cluster_job else 0.0
+
+
+def keep_ticket_mask(run_path: Path, round_index: int, mask: Mask, run_name: str) -> None:
+    """A winning ticket keeps its mask of every round (written once, at the round's start) for its controls."""
+    path = round_mask_path(run_path, round_index)
+    if not path.exists():
+        header = {"run": run_name, "round": round_index, "weights_remaining_pct": mask.weights_remaining_pct()}
+        save_mask(path, mask, header)
+
+
+@dataclass
+class TicketBranch:
+    """Where a control's rounds start: its winning ticket's run directory."""
+
+    ticket_dir: Path
+    control: str  # the control's run name, for messages
+    poll_seconds: float = 2.0
+
+    def start_state(
+        self, fresh: dict, run_type: str, seed: int, rewind_iteration: int, extra_columns: dict, identity: set[str]
+    ) -> dict:
+        """The control's state after round 0: the ticket's round 0, relabelled (its cost stays the ticket's).
+
+        Read from what a ticket's run directory keeps with its results (rounds.csv, curve.csv, masks), so a
+        control can start from a ticket trained on another machine or in an earlier session; the initial weights
+        are the ticket's (`fresh`: the same seeds draw them), the weights at a rewind iteration k > 0 come from the
+        ticket's state.
+        """
+        self._await(lambda: 0 in rounds_done(self.ticket_dir), "its round 0")
+        rewind = None
+        if rewind_iteration > 0:
+            state_path = self.ticket_dir / "state.pt"
+            if not state_path.exists():
+                raise UserError(
+                    f"{self.control}: its winning ticket {self.ticket_dir} kept no run state (state.pt), which holds "
+                    f"its weights at iteration {rewind_iteration}; train the ticket again into another --output_dir"
+                )
+            rewind = load_checkpoint(state_path, "winning ticket's run state")["rewind"]
+        # The ticket's identity columns go: the control's own are written with its results.
+        row = {k: v for k, v in _round_rows(self.ticket_dir / "rounds.csv")[0].items() if k not in identity}
+        row |= {"run_type": run_type, "seed": seed, **extra_columns}
+        row.update({column: 0.0 for column in COST_COLUMNS if row.get(column, "") != ""})
+        curve = [
+            {k: v for k, v in point.items() if k not in identity}
+            for point in _round_rows(self.ticket_dir / "curve.csv")
+            if point["round"] == 0
+        ]
+        return {
+            **fresh,
+            "next_round": 1,
+            "rewind": rewind,
+            "mask": self.mask(0).state_dict(),
+            "rows": [row],
+            "curve": curve,
+        }
+
+    def mask(self, round_index: int) -> Mask:
+        """The ticket's mask of `round_index`, once the ticket has started that round."""
+        path = round_mask_path(self.ticket_dir, round_index)
+        self._await(path.exists, f"its round {round_index}")
+        return load_mask(path)[0]
+
+    def _await(self, ready: Callable[[], bool], what: str) -> None:
+        if ready():
+            return
+        ticket = self.ticket_dir
+        deadline = time.monotonic() + ticket_wait_seconds()
+        announced = False
+        while not ready():
+            if is_finished(ticket):
+                raise TicketNotReady(
+                    f"{self.control}: its winning ticket {ticket} finished without keeping the mask of {what} "
+                    "(trained before tickets kept their masks); train the ticket again into another --output_dir"
+                )
+            live = ticket.is_dir() and DirectoryLock(ticket).live_holder() is not None
+            if not live and time.monotonic() >= deadline:
+                raise TicketNotReady(
+                    f"{self.control} needs {what.replace('its', 'the')} of its winning ticket {ticket}, which is not "
+                    "being trained; train the ticket first (or both in one call: --run_type winning_ticket "
+                    "random_reinit ...)"
+                )
+            if not announced:
+                print(f"{self.control}: waiting for its winning ticket {ticket.name} to reach {what}", flush=True)
+                announced = True
+            signal_name = stop_requested()
+            if signal_name:
+                raise StopRequested(signal_name, "while waiting for the winning ticket")
+            time.sleep(self.poll_seconds)
+
+
+def _round_rows(path: Path) -> list[dict]:
+    """A results CSV's rows with numbers as numbers (they are written back as they were read)."""
+    return [{key: _number(cell) for key, cell in row.items()} for row in read_csv_rows(path)]
+
+
+def _number(cell: str):
+    for kind in (int, float):
+        try:
+            return kind(cell)
+        except ValueError:
+            pass
+    return cell
