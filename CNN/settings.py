@@ -16,6 +16,7 @@ from lth.settings import (
     OPERATIONAL,
     Alias,
     IMPRunSettings,
+    PruneAtInitSettings,
     batch_size_setting,
     checkpoint_every_setting,
     compile_setting,
@@ -49,7 +50,7 @@ def _per_arch(values: dict) -> str:
 
 
 @dataclass
-class ConvSettings(IMPRunSettings):
+class ConvSettings(IMPRunSettings, PruneAtInitSettings):
     PROG = "CNN/main.py"
     DESCRIPTION = "Conv-2/4/6 on CIFAR-10: layer-wise IMP, winning ticket vs random re-init (or random pruning)."
     NAME_FIELDS = (
@@ -140,7 +141,7 @@ class ConvSettings(IMPRunSettings):
         return readable_name(
             [
                 ("", self.arch),
-                ("", self.run_label()),
+                ("", self.pai_label() or self.run_label()),
                 ("d", self.dropout_rate),
                 ("lr", self.lr),
                 ("it", self.train_iterations),

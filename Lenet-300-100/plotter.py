@@ -9,6 +9,7 @@ import pandas as pd
 
 from lth.errors import UserError
 from lth.plotting import (
+    OWN_MASKS,
     RUN_TYPE_STYLE,
     condition_groups,
     load_curves,
@@ -49,7 +50,7 @@ def _curve_panel(ax, curves: pd.DataFrame, rounds: pd.DataFrame, levels, run_typ
             stats = subset.groupby("iteration")["test_accuracy"].agg(["mean", "min", "max"]).reset_index()
             stats = stats[stats["iteration"] <= max_iteration]
             style = RUN_TYPE_STYLE.get(run_type, (run_type, None, "-"))[2]
-            label = f"{level:g}%" + (" (random re-init)" if run_type == "random_reinit" else "")
+            label = f"{level:g}%" + (f" ({RUN_TYPE_STYLE[run_type][0]})" if run_type != "winning_ticket" else "")
             ax.plot(stats["iteration"], stats["mean"], linestyle=style, color=color, label=label)
             ax.fill_between(stats["iteration"], stats["min"], stats["max"], color=color, alpha=0.15, linewidth=0)
     ax.set_xlabel("training iterations")
@@ -71,11 +72,14 @@ def plot_figure3(
     figure, axes = plt.subplots(1, 3, figsize=(16, 4.5), sharey=True)
     _curve_panel(axes[0], curves, rounds, (100.0, 51.3, 21.1), ["winning_ticket"], max_iteration)
     _curve_panel(axes[1], curves, rounds, (100.0, 51.3, 21.1, 7.0, 3.6, 1.9), ["winning_ticket"], max_iteration)
-    _curve_panel(axes[2], curves, rounds, (51.3, 21.1, 7.0), ["winning_ticket", "random_reinit"], max_iteration)
+    controls = [kind for kind in ("random_reinit", f"random_reinit{OWN_MASKS}") if kind in set(curves["run_type"])]
+    _curve_panel(axes[2], curves, rounds, (51.3, 21.1, 7.0), ["winning_ticket", *controls], max_iteration)
     axes[0].set_ylim(ymin, min(100.0, float(curves["test_accuracy"].max()) + 0.3))
     axes[0].set_title("winning tickets")
     axes[1].set_title("winning tickets, sparser")
-    axes[2].set_title("winning ticket vs random re-init (dashed)")
+    axes[2].set_title(
+        "winning ticket vs random re-init (dashed)" if len(controls) < 2 else "winning ticket vs both re-inits"
+    )
     drawn = {nearest_round(rounds, level) for level in FIGURE3_LEVELS}  # the rounds the panels draw
     shown = curves[curves["round"].isin(drawn)]
     trials = over_seeds(shown.groupby(["run_type", "round"])["seed"].nunique(), "trial")

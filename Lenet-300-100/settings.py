@@ -12,6 +12,7 @@ from lth.settings import (
     OPERATIONAL,
     Alias,
     IMPRunSettings,
+    PruneAtInitSettings,
     batch_size_setting,
     checkpoint_every_setting,
     compile_setting,
@@ -38,10 +39,19 @@ FIRST_SEED = 42  # the earlier study's trials: seed = 42 + trial
 
 
 @dataclass
-class LenetSettings(IMPRunSettings):
+class LenetSettings(IMPRunSettings, PruneAtInitSettings):
     PROG = "Lenet-300-100/main.py"
     DESCRIPTION = "LeNet-300-100 on MNIST: iterative or one-shot IMP, winning ticket vs controls, one run per call."
-    NAME_FIELDS = ("imp_mode", "run_type", "control_mask", "seed", "pai_method", "pai_round", "pai_scope", "pai_ablation")
+    NAME_FIELDS = (
+        "imp_mode",
+        "run_type",
+        "control_mask",
+        "seed",
+        "pai_method",
+        "pai_round",
+        "pai_scope",
+        "pai_ablation",
+    )
 
     imp_mode: str = imp_mode_setting(aliases=[Alias("--mode")])
     run_type: str = run_type_setting(
@@ -86,7 +96,7 @@ class LenetSettings(IMPRunSettings):
     def name_prefix(self) -> str:
         """lenet300-100-iterative_winning_ticket_trial0, as the earlier study named its trials."""
         trial = ("trial", self.seed - FIRST_SEED) if self.seed >= FIRST_SEED else ("seed", self.seed)
-        return readable_name([("lenet300-100-", self.imp_mode), ("", self.run_label()), trial])
+        return readable_name([("lenet300-100-", self.imp_mode), ("", self.pai_label() or self.run_label()), trial])
 
     @property
     def trial(self) -> int:

@@ -21,6 +21,7 @@ from lth.settings import (
     OPERATIONAL,
     Alias,
     IMPRunSettings,
+    PruneAtInitSettings,
     ReportingSettings,
     batch_size_setting,
     checkpoint_every_setting,
@@ -157,7 +158,7 @@ def _pruning_alias(kind: str):
 
 
 @dataclass
-class VGGSettings(IMPRunSettings, TrainingSettings):
+class VGGSettings(IMPRunSettings, PruneAtInitSettings, TrainingSettings):
     PROG = "VGG/main.py"
     DESCRIPTION = (
         "VGG-19 on CIFAR-10: global IMP with rewinding to iteration 0 or k of the dense run, and its controls."
@@ -227,7 +228,7 @@ class VGGSettings(IMPRunSettings, TrainingSettings):
         return readable_name(
             [
                 ("vgg19-w", self.width),
-                ("", self.run_label()),
+                ("", self.pai_label() or self.run_label()),
                 ("rewind", self.rewind_iteration),
                 ("seed", self.seed),
             ]

@@ -21,11 +21,11 @@ import torch
 from torch import nn
 
 from lth.arguments import resolve_device
-from lth.experiment import configure_threads, seed_everything
+from lth.experiment import configure_threads, seed_everything, ticket_dir_of
 from lth.imp import IMPRecipe, IMPSettings, run_imp
 from lth.results import RunDirectory
 from lth.settings import (
-    ReportingSettings,
+    IMPRunSettings,
     checkpoint_every_setting,
     compile_setting,
     device_setting,
@@ -45,12 +45,12 @@ from lth.training import RoundSchedule, classification_loss
 
 
 @dataclass
-class StudySettings(ReportingSettings):
+class StudySettings(IMPRunSettings):
     """The settings every IMP run has; subclass it to add your own (model width, learning rate, ...)."""
 
     PROG = "lth-study"
     DESCRIPTION = "IMP on your own model"
-    NAME_FIELDS = ("name", "imp_mode", "run_type", "seed")
+    NAME_FIELDS = ("name", "imp_mode", "run_type", "control_mask", "seed")
 
     name: str = setting("study", "label of the experiment: the first part of its run directory names")
     run_type: str = run_type_setting()
@@ -67,7 +67,7 @@ class StudySettings(ReportingSettings):
     quiet: bool = quiet_setting()
 
     def name_prefix(self) -> str:
-        return readable_name([("", self.name), ("", self.imp_mode), ("", self.run_type), ("seed", self.seed)])
+        return readable_name([("", self.name), ("", self.imp_mode), ("", self.run_label()), ("seed", self.seed)])
 
 
 def run_lottery(
@@ -110,6 +110,7 @@ def run_lottery(
         mode=settings.imp_mode,
         run_type=settings.run_type,
         rewind_iteration=settings.rewind_iteration,
+        ticket_dir=ticket_dir_of(settings),
     )
     with RunDirectory(settings.output_dir, settings) as run:
         seed_everything(settings.seed)

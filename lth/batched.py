@@ -105,13 +105,18 @@ def run_imp_batched(replicates: list[Replicate], quiet: bool = False) -> None:
             )
         # Any batch may continue a batched run: a replicate's results do not depend on its batch-mates.
         atomic_write_json(r.run.path / "batched.json", {"batched": names, "replicates": len(names)})
-        r.state = starting_state(r.run, r.recipe, r.cfg)
+        # A control whose ticket trains its round 0 in this batch starts once that round is done (round 1).
+        starts_later = r.cfg.ticket_dir is not None and r.run.load_state() is None
+        r.state = None if starts_later else starting_state(r.run, r.recipe, r.cfg)
         provenance.record(r.run.path, r.recipe.device)
         r.tracker = tracker_for(r.run.settings, r.run.path)
     rounds = replicates[0].cfg.rounds
     try:
         for round_index in tqdm(range(rounds + 1), desc=f"{len(replicates)} runs batched", unit="round", disable=quiet):
-            todo = [r for r in replicates if r.state["next_round"] == round_index]
+            if round_index > 0:
+                for r in replicates:
+                    r.state = r.state or starting_state(r.run, r.recipe, r.cfg)
+            todo = [r for r in replicates if r.state is not None and r.state["next_round"] == round_index]
             if todo:
                 _batched_round(round_index, todo, network, quiet)
     finally:

@@ -44,8 +44,9 @@ def ticket_wait_seconds() -> float:
     return 300.0 if in_cluster_job else 0.0
 
 
-def keep_ticket_mask(run_path: Path, round_index: int, mask: Mask, run_name: str) -> None:
-    """A winning ticket keeps its mask of every round (written once, at the round's start) for its controls."""
+def keep_round_mask(run_path: Path, round_index: int, mask: Mask, run_name: str) -> None:
+    """A run keeps its mask of every round (written once, at the round's start): a winning ticket's are what its
+    controls branch from."""
     path = round_mask_path(run_path, round_index)
     if not path.exists():
         header = {"run": run_name, "round": round_index, "weights_remaining_pct": mask.weights_remaining_pct()}
@@ -70,7 +71,7 @@ class TicketBranch:
         are the ticket's (`fresh`: the same seeds draw them), the weights at a rewind iteration k > 0 come from the
         ticket's state.
         """
-        self._await(lambda: 0 in rounds_done(self.ticket_dir), "its round 0")
+        self._await(lambda: 0 in rounds_done(self.ticket_dir), "finished round 0")
         rewind = None
         if rewind_iteration > 0:
             state_path = self.ticket_dir / "state.pt"
@@ -101,7 +102,7 @@ class TicketBranch:
     def mask(self, round_index: int) -> Mask:
         """The ticket's mask of `round_index`, once the ticket has started that round."""
         path = round_mask_path(self.ticket_dir, round_index)
-        self._await(path.exists, f"its round {round_index}")
+        self._await(path.exists, f"started round {round_index}")
         return load_mask(path)[0]
 
     def _await(self, ready: Callable[[], bool], what: str) -> None:
@@ -113,18 +114,17 @@ class TicketBranch:
         while not ready():
             if is_finished(ticket):
                 raise TicketNotReady(
-                    f"{self.control}: its winning ticket {ticket} finished without keeping the mask of {what} "
-                    "(trained before tickets kept their masks); train the ticket again into another --output_dir"
+                    f"{self.control}: its winning ticket {ticket} finished but kept no mask of its rounds "
+                    "(trained before tickets kept them); train the ticket again into another --output_dir"
                 )
             live = ticket.is_dir() and DirectoryLock(ticket).live_holder() is not None
             if not live and time.monotonic() >= deadline:
                 raise TicketNotReady(
-                    f"{self.control} needs {what.replace('its', 'the')} of its winning ticket {ticket}, which is not "
-                    "being trained; train the ticket first (or both in one call: --run_type winning_ticket "
-                    "random_reinit ...)"
+                    f"{self.control} needs its winning ticket {ticket} to have {what}, and nobody is training that "
+                    "ticket; train the ticket first (or both in one call: --run_type winning_ticket random_reinit ...)"
                 )
             if not announced:
-                print(f"{self.control}: waiting for its winning ticket {ticket.name} to reach {what}", flush=True)
+                print(f"{self.control}: waiting until its winning ticket {ticket.name} has {what}", flush=True)
                 announced = True
             signal_name = stop_requested()
             if signal_name:

@@ -30,7 +30,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from lth import provenance
-from lth.branches import TicketBranch, keep_ticket_mask
+from lth.branches import TicketBranch, keep_round_mask
 from lth.energy import EnergyMeter, Reading, meter_for
 from lth.errors import UserError
 from lth.init_pruning import PruneAtInit, prune_at_init
@@ -194,21 +194,21 @@ def starting_state(run: RunDirectory, recipe: IMPRecipe, cfg: IMPSettings) -> di
         state = cfg.initial_state()
     else:
         return _new_state(recipe, cfg)
+    keep_round_mask(run.path, 0, Mask.from_state_dict(state["mask"]), run.name)  # round 0, trained elsewhere
     run.save_state(state)
     run.write_results(state["rows"], state["curve"], recipe.round_columns, recipe.curve_columns)
     return state
 
 
 def round_start(run: RunDirectory, round_index: int, state: dict, recipe: IMPRecipe, cfg: IMPSettings):
-    """The mask of this round and the weights its training starts from; a winning ticket keeps the mask."""
+    """The mask of this round and the weights its training starts from; the run keeps the mask."""
     mask, weights = _prepare_round(round_index, state, recipe, cfg, run.name)
-    if cfg.run_type == "winning_ticket":
-        keep_ticket_mask(run.path, round_index, mask, run.name)
+    keep_round_mask(run.path, round_index, mask, run.name)
     return mask, weights
 
 
 def _prepare_round(
-    round_index: int, state: dict, recipe: IMPRecipe, cfg: IMPSettings, name: str
+    round_index: int, state: dict, recipe: IMPRecipe, cfg: IMPSettings, name: str = "this run"
 ) -> tuple[Mask, dict]:
     if round_index == 0:
         return Mask.from_state_dict(state["mask"]), state["init"]
@@ -301,6 +301,7 @@ def _run_round(
         progress = None  # left over from a round that was finished after it was written
     if progress is not None:
         mask = Mask.from_state_dict(progress["mask"])
+        keep_round_mask(run.path, round_index, mask, run.name)  # progress saved before runs kept their masks
     else:
         mask, weights = round_start(run, round_index, state, recipe, cfg)
         model.load_state_dict(weights)

@@ -18,8 +18,23 @@ from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
 
 from lth.errors import UserError  # noqa: E402
 from lth.results import MEASURED_COLUMNS, RUN_COLUMN, condition_columns  # noqa: E402
-from lth.settings import value_label  # noqa: E402
+from lth.settings import CONTROL_RUN_TYPES, value_label  # noqa: E402
 from lth.storage import atomic_savefig  # noqa: E402
+
+OWN_MASKS = "-own-masks"  # run-type suffix of the earlier study's controls (their own masks), a line of their own
+
+
+def controls_apart(frame: pd.DataFrame) -> pd.DataFrame:
+    """Controls that pruned their own weights (`control_mask` own, or written before the column existed) become
+    run types of their own, `random_reinit-own-masks`: drawn beside the ticket's controls, never averaged with
+    them, and in the same figure as the winning tickets."""
+    if "run_type" not in frame:
+        return frame
+    variant = frame["control_mask"] if "control_mask" in frame else pd.Series("own", index=frame.index)
+    own = frame["run_type"].isin(CONTROL_RUN_TYPES) & variant.fillna("own").eq("own")
+    frame = frame.copy()
+    frame.loc[own, "run_type"] = frame.loc[own, "run_type"] + OWN_MASKS
+    return frame.drop(columns=["control_mask"], errors="ignore")
 
 
 def load_rounds(results_dir: str | os.PathLike) -> pd.DataFrame:
@@ -33,7 +48,7 @@ def load_rounds(results_dir: str | os.PathLike) -> pd.DataFrame:
         raise UserError(
             f"no rounds.csv found under {results_dir}; run some experiments first or pass the right directory"
         )
-    return pd.concat(frames, ignore_index=True)
+    return controls_apart(pd.concat(frames, ignore_index=True))
 
 
 def load_curves(results_dir: str | os.PathLike) -> pd.DataFrame:
@@ -55,7 +70,7 @@ def load_curves(results_dir: str | os.PathLike) -> pd.DataFrame:
         frames.append(curve)
     if not frames:
         raise UserError(f"no curve.csv found under {results_dir}")
-    return pd.concat(frames, ignore_index=True)
+    return controls_apart(pd.concat(frames, ignore_index=True))
 
 
 def condition_groups(
@@ -139,6 +154,8 @@ RUN_TYPE_STYLE = {
     "winning_ticket": ("winning ticket", "tab:blue", "-"),
     "random_reinit": ("random re-init", "tab:orange", "--"),
     "random_prune": ("random pruning", "tab:green", ":"),
+    f"random_reinit{OWN_MASKS}": ("random re-init, own masks (earlier study)", "tab:red", "-."),
+    f"random_prune{OWN_MASKS}": ("random pruning, own masks (earlier study)", "tab:olive", "-."),
 }
 
 

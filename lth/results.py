@@ -8,8 +8,8 @@ Layout of one run (its name is readable and built from its settings):
         curve.csv         one row per evaluation (CURVE_COLUMNS)
         state.pt          what the next round needs (masks, rewind weights, rows so far)
         progress.pt       the round in flight: weights, optimiser, RNG, iteration (deleted at round end)
-        masks/round_NN.safetensors   a winning ticket's mask of round NN, bits packed (lth.mask_file), for
-                          the controls that branch from it
+        masks/round_NN.safetensors   the mask of round NN, bits packed (lth.mask_file): a winning ticket's
+                          are what its controls branch from
         .lock             the lease of the process working here (host, pid, heartbeat, token)
 """
 

@@ -490,8 +490,8 @@ class PruneAtInitSettings(ReportingSettings):
 
 
 @dataclass
-class IMPRunSettings(PruneAtInitSettings):
-    """An image family's IMP run: a winning ticket or one of its controls (or pruning at initialization).
+class IMPRunSettings(ReportingSettings):
+    """An IMP run of an image family or of the Python API: a winning ticket or one of its controls.
 
     A control is a branch of the winning ticket of the same settings: at round r it takes the ticket's mask of
     round r (`control_mask` ticket). Runs saved before the setting existed pruned their own weights (`own`), and
@@ -516,8 +516,7 @@ class IMPRunSettings(PruneAtInitSettings):
 
     def run_label(self) -> str:
         """The run-type part of the name: winning_ticket, random_reinit-of-ticket, random_reinit (own masks)."""
-        label = self.pai_label() or self.run_type
-        return f"{label}-of-ticket" if self.follows_ticket() else label
+        return f"{self.run_type}-of-ticket" if self.follows_ticket() else self.run_type
 
     def ticket_settings(self):
         """The winning ticket this control branches from (same settings, run type winning_ticket)."""

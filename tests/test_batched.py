@@ -216,7 +216,7 @@ def test_sweep_batch_groups_lines_and_trains_them_together(tmp_path, capsys):
     tiny_mnist(tmp_path / "data", require_data("MNIST/raw"))
     common = f"--iterations 30 --eval_every 15 --rounds 1 --quiet --device cpu --data_dir {tmp_path / 'data'} --output_dir {tmp_path / 'runs'}"
     config = tmp_path / "configs.txt"
-    config.write_text(f"--trial 0 {common}\n--trial 1 --random_reinit {common}\n--trial 0 --lr 0.01 {common}\n")
+    config.write_text(f"--trial 0 {common}\n--trial 0 --random_reinit {common}\n--trial 0 --lr 0.01 {common}\n")
     script = str(REPO / "Lenet-300-100" / "main.py")
     with pytest.raises(SystemExit) as done:
         lth(["sweep", str(config), "--script", script, "--batch"])

@@ -66,6 +66,8 @@ def test_lenet_survives_twenty_kills(tmp_path):
                 "--checkpoint_every",
                 "20",
                 "--random_reinit",
+                "--control_mask",
+                "own",
                 "--data_dir",
                 str(tmp_path / "data"),
                 "--output_dir",

@@ -22,8 +22,26 @@ def settings_module(folder: str):
         (
             "Lenet-300-100",
             "LenetSettings",
-            ["--mode", "oneshot", "--random_reinit", "--trial", "3"],
+            ["--mode", "oneshot", "--random_reinit", "--control_mask", "own", "--trial", "3"],
             "lenet300-100-oneshot_random_reinit_trial3",
+        ),
+        (
+            "Lenet-300-100",
+            "LenetSettings",
+            ["--mode", "oneshot", "--random_reinit", "--trial", "3"],
+            "lenet300-100-oneshot_random_reinit-of-ticket_trial3",
+        ),
+        (
+            "CNN",
+            "ConvSettings",
+            ["--arch", "Conv-2", "--random_prune"],
+            "Conv-2_random_prune-of-ticket_d0_lr0p0002_it20000_seed1",
+        ),
+        (
+            "VGG",
+            "VGGSettings",
+            ["--pruning", "random", "--control_mask", "own"],
+            "vgg19-w1_random_prune_rewind0_seed42",
         ),
         (
             "Lenet-300-100",
@@ -159,6 +177,8 @@ def test_settings_json_of_the_earlier_format_is_read_through_the_aliases():
         "checkpoint_every": 5000,
         "fast_mode": False,
     }
-    now = lenet.from_argv(["--random_reinit", "--iterations", "5000"])
+    now = lenet.from_argv(["--random_reinit", "--control_mask", "own", "--iterations", "5000"])
     assert now.differences(earlier) == []
+    # A control saved before --control_mask existed pruned its own weights: not the ticket's definition.
+    assert lenet.from_argv(["--random_reinit", "--iterations", "5000"]).differences(earlier) == ["control_mask"]
     assert now.differences({**earlier, "fc_rate": 0.3}) == ["fc_prune_rate"]
