@@ -36,7 +36,7 @@ def mnist(tmp_path_factory):
 @pytest.fixture(scope="module")
 def cifar(tmp_path_factory):
     root = tmp_path_factory.mktemp("cifar")
-    random_cifar(root)
+    random_cifar(root, train=160, test=32)  # a validation split of 32 (below), not the real 5,000
     return root
 
 
@@ -45,8 +45,9 @@ def family_argv(folder: str, data: Path, output: Path) -> list[str]:
     if folder == "Lenet-300-100":
         return ["--iterations", "40", "--eval_every", "20", "--rounds", "3", *common]
     if folder == "CNN":
-        return ["--arch", "Conv-2", "--iterations", "6", "--eval_every", "6", "--prune_iterations", "3", *common]
-    return ["--width", "0.0625", "--train_iterations", "6", "--eval_every", "6", "--rounds", "2",
+        return ["--arch", "Conv-2", "--iterations", "6", "--eval_every", "3", "--prune_iterations", "3",
+                "--batch_size", "16", *common]  # fmt: skip
+    return ["--width", "0.0625", "--train_iterations", "6", "--eval_every", "3", "--rounds", "2", "--batch_size", "16",
             "--dense_dir", "none", "--seed", "1", *common]  # fmt: skip
 
 
@@ -105,13 +106,15 @@ def assert_branches_of_the_ticket(output: Path, rounds: int) -> None:
         ("VGG", []),  # global pruning: the per-layer counts are the ticket's, not recomputed
     ],
 )
-def test_controls_alone_take_the_tickets_mask_of_every_round(folder, extra, mnist, cifar, tmp_path):
+def test_controls_alone_take_the_tickets_mask_of_every_round(folder, extra, mnist, cifar, tmp_path, monkeypatch):
     main = family_module(folder, "main")
     data = mnist if folder == "Lenet-300-100" else cifar
+    if folder != "Lenet-300-100":
+        monkeypatch.setitem(main.load_data.__globals__, "VALIDATION_SIZE", 32)
     argv = family_argv(folder, data, tmp_path / "runs") + extra
     for run_type in ("winning_ticket", "random_reinit", "random_prune"):
         main.main([*argv, "--run_type", run_type])
-    assert_branches_of_the_ticket(tmp_path / "runs", rounds=2 if folder != "Lenet-300-100" else 3)
+    assert_branches_of_the_ticket(tmp_path / "runs", rounds=2 if folder == "VGG" else 3)
 
 
 def test_controls_batched_with_their_ticket_take_its_masks(mnist, tmp_path):
