@@ -20,10 +20,13 @@ from lth.errors import UserError, user_facing
 from lth.masks import Mask
 from lth.plotting import (
     condition_groups,
+    figure_arguments,
+    figure_dirs,
     load_rounds,
     mean_min_max,
     over_seeds,
     plot_mean_range,
+    report_figures,
     save_figure,
     setting_suffix,
     setting_title,
@@ -33,6 +36,8 @@ from lth.settings import IDENTITY
 from lth.tickets import KEEP_POOLER_LABEL, Ticket, load_ticket
 
 HERE = Path(__file__).resolve().parent
+# BERT's runs: rounds.csv names a GLUE task (the image families' runs have no task column).
+BERT_RUNS = lambda rounds: "task" in rounds and rounds["task"].notna().all()  # noqa: E731
 METRIC_LABEL = {"dev_accuracy": "dev accuracy (%)", "dev_f1": "dev F1 (%)"}
 LAYER_KINDS = [
     ("attention.self.query", "query"),
@@ -237,22 +242,25 @@ def plot_jaccard(tickets: list[Ticket], path: Path) -> Path:
 
 def parse_args(argv=None):
     parser = ArgumentParser(prog="BERT/plotter.py", description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--results_dir", default=str(HERE / "results" / "lth"), help="run directories of lottery_ticket_bert.py"
+    figure_arguments(
+        parser,
+        HERE / "results" / "lth",
+        output_aliases=("--save_dir",),
+        default_output_dir=HERE / "results" / "figures",
     )
     parser.add_argument("--transfer_csv", default=str(HERE / "results" / "fewshot" / "transfer.csv"))
     parser.add_argument("--tickets", nargs="*", default=[], help="ticket files for the per-layer and Jaccard figures")
-    parser.add_argument("--save_dir", default=str(HERE / "results" / "figures"))
     return parser.parse_args(argv)
 
 
 @user_facing
 def main(argv=None) -> list[Path]:
     args = parse_args(argv)
-    save_dir = Path(args.save_dir)
-    written = []
-    if Path(args.results_dir).exists():
-        rounds = load_rounds(args.results_dir)
+    results, save_dir = figure_dirs(args, must_exist=False)
+    written, skipped = [], 0
+    if results.exists():
+        rounds = load_rounds(results, BERT_RUNS)
+        skipped = rounds.attrs["skipped"]
         written.append(plot_sparsity_curves(rounds, save_dir / "bert_dev_metric_vs_sparsity.png"))
     if Path(args.transfer_csv).exists():
         for suffix, transfer in transfer_conditions(pd.read_csv(args.transfer_csv)):
@@ -274,10 +282,9 @@ def main(argv=None) -> list[Path]:
         written.append(plot_jaccard(sparse, save_dir / "ticket_jaccard.png"))
     if not written:
         raise UserError(
-            f"nothing to plot: no runs under --results_dir {args.results_dir}, no --transfer_csv {args.transfer_csv}, no --tickets"
+            f"nothing to plot: no runs under {results}, no --transfer_csv {args.transfer_csv}, no --tickets"
         )
-    for path in written:
-        print(f"wrote {path}")
+    report_figures(written, skipped, results)
     return written
 
 

@@ -5,7 +5,9 @@ mean with min..max over seeds, matched by round.
 One figure per condition: architecture and dropout, and every other setting of the run (lr, iterations,
 rates, augmentation, ...) read from the identity columns of rounds.csv; conditions are never pooled.
 
-    python plotter.py [results_dir]      (or: python main.py --mode plot --output_dir results_dir)
+    python plotter.py [RESULTS_DIR] [--output_dir D]      (or: python main.py --mode plot --output_dir RESULTS_DIR)
+
+Only the Conv nets' runs are drawn; runs of other families in the same tree are passed over, and counted.
 """
 
 from __future__ import annotations
@@ -18,9 +20,13 @@ import pandas as pd
 from lth.arguments import ArgumentParser
 from lth.errors import user_facing
 from lth.plotting import (
+    arch_is,
     condition_groups,
+    figure_arguments,
+    figure_dirs,
     load_rounds,
     plot_early_stop_panels,
+    report_figures,
     setting_suffix,
     setting_title,
     varying,
@@ -47,10 +53,15 @@ def figure_groups(rounds: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
     return figures
 
 
+CONV_RUNS = arch_is("Conv-")
+
+
 def plot_results(results_dir: str | os.PathLike, figures_dir: str | os.PathLike | None = None) -> list[Path]:
-    """Draw every figure for the rounds.csv files under `results_dir`; returns the PNG paths."""
-    rounds = load_rounds(results_dir)
-    target = Path(figures_dir) if figures_dir is not None else Path(results_dir)
+    """Draw every figure for the Conv nets' rounds.csv files under `results_dir`; returns the PNG paths."""
+    return plot_rounds(load_rounds(results_dir, CONV_RUNS), Path(figures_dir or results_dir))
+
+
+def plot_rounds(rounds: pd.DataFrame, target: Path) -> list[Path]:
     return [
         plot_early_stop_panels(frame, target / f"{stem}.png", title) for stem, title, frame in figure_groups(rounds)
     ]
@@ -59,10 +70,10 @@ def plot_results(results_dir: str | os.PathLike, figures_dir: str | os.PathLike 
 @user_facing
 def main(argv: list[str] | None = None) -> None:
     parser = ArgumentParser(prog="CNN/plotter.py", description=__doc__.splitlines()[0])
-    parser.add_argument("results_dir", nargs="?", default=str(Path(__file__).resolve().parent / "results"))
-    args = parser.parse_args(argv)
-    for figure in plot_results(args.results_dir):
-        print(f"figure: {figure}")
+    figure_arguments(parser, Path(__file__).resolve().parent / "results")
+    results, output = figure_dirs(parser.parse_args(argv))
+    rounds = load_rounds(results, CONV_RUNS)
+    report_figures(plot_rounds(rounds, output), rounds.attrs["skipped"], results)
 
 
 if __name__ == "__main__":

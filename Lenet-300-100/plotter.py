@@ -1,4 +1,11 @@
-"""LeNet figures in the shape of Frankle & Carbin's Figures 3 and 4, drawn from rounds.csv/curve.csv."""
+"""LeNet figures in the shape of Frankle & Carbin's Figures 3 and 4, drawn from rounds.csv/curve.csv.
+
+    python plotter.py [RESULTS_DIR] [--output_dir D] [--mode iterative|oneshot] [--max_iteration N]
+    python plotter.py RESULTS_DIR --pai_dir PAI_DIR        (IMP against pruning at initialization)
+
+One pair of figures per condition and IMP mode (runs that differ in any setting but the trial are never averaged;
+both modes where no --mode is given). Only LeNet runs are drawn; runs of other families are passed over, and counted.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +14,23 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from lth.errors import UserError
+from lth.arguments import ArgumentParser, positive_int
+from lth.errors import UserError, user_facing
 from lth.plotting import (
     OWN_MASKS,
     RUN_TYPE_STYLE,
+    arch_is,
     condition_groups,
+    figure_arguments,
+    figure_dirs,
+    fit_title,
     load_curves,
     load_rounds,
     mean_min_max,
     over_seeds,
     plot_early_stop_panels,
     plot_mean_range,
+    report_figures,
     save_figure,
     setting_suffix,
     setting_title,
@@ -25,6 +38,9 @@ from lth.plotting import (
     varying,
 )
 
+HERE = Path(__file__).resolve().parent
+LENET_RUNS = arch_is("LeNet-300-100")
+IMP_MODES = ("iterative", "oneshot")
 # The paper's Figure 3 sparsity levels (weights remaining, %), reached after 0, 3, 7, 12, 15, 18 rounds.
 FIGURE3_LEVELS = (100.0, 51.3, 21.1, 7.0, 3.6, 1.9)
 
@@ -83,7 +99,7 @@ def plot_figure3(
     drawn = {nearest_round(rounds, level) for level in FIGURE3_LEVELS}  # the rounds the panels draw
     shown = curves[curves["round"].isin(drawn)]
     trials = over_seeds(shown.groupby(["run_type", "round"])["seed"].nunique(), "trial")
-    figure.suptitle(f"{title}: test accuracy during training (mean, band = min..max over {trials})")
+    fit_title(figure, f"{title}: test accuracy during training (mean, band = min..max over {trials})")
     return save_figure(figure, path)
 
 
@@ -97,8 +113,8 @@ def mode_of(frame: pd.DataFrame) -> pd.Series:
 def plot_mode(results_dir: Path, out: Path, mode: str, max_iteration: int | None = None) -> list[Path]:
     """Figures 3 and 4 for one IMP mode: one pair per condition (every setting but run type and trial),
     named by the settings that differ between conditions. Runs of different settings are never averaged."""
-    rounds = load_rounds(results_dir)
-    curves = load_curves(results_dir)
+    rounds = load_rounds(results_dir, LENET_RUNS)
+    curves = load_curves(results_dir, LENET_RUNS)
     rounds, curves = rounds[mode_of(rounds) == mode], curves[mode_of(curves) == mode]
     if rounds.empty:
         raise UserError(f"no {mode} runs under {results_dir}")
@@ -121,9 +137,9 @@ PAI_COLORS = {"snip": "tab:orange", "grasp": "tab:green", "synflow": "tab:red", 
 def plot_pai(pai_dir: Path, imp_dir: Path, path: Path, value: str = "test_accuracy_early_stop") -> Path:
     """IMP tickets against pruning at initialization and its layer-wise shuffles, by weights remaining
     (Frankle et al., ICLR 2021, Figure 2 shape): mean with min..max over the trials both have."""
-    pai = load_rounds(pai_dir)
+    pai = load_rounds(pai_dir, LENET_RUNS)
     pai = pai[pai["pai_method"].fillna("none") != "none"]
-    imp = load_rounds(imp_dir)
+    imp = load_rounds(imp_dir, LENET_RUNS)
     imp = imp[(imp["run_type"] == "winning_ticket") & (imp["round"].isin(sorted(pai["pai_round"].unique())))]
     imp = imp[imp["seed"].isin(pai["seed"].unique())]
     figure, ax = plt.subplots(figsize=(8, 5))
@@ -144,3 +160,31 @@ def plot_pai(pai_dir: Path, imp_dir: Path, path: Path, value: str = "test_accura
         f"LeNet-300-100: IMP vs pruning at initialization ({iterations} iterations, {pai['seed'].nunique()} trials)"
     )
     return save_figure(figure, path)
+
+
+@user_facing
+def main(argv=None) -> None:
+    parser = ArgumentParser(prog="Lenet-300-100/plotter.py", description=__doc__.splitlines()[0])
+    figure_arguments(parser, HERE / "results")
+    parser.add_argument("--mode", choices=IMP_MODES, default=None, help="one IMP mode (default: every mode present)")
+    parser.add_argument("--max_iteration", type=positive_int, default=None, help="x-axis limit of Figure 3")
+    parser.add_argument(
+        "--pai_dir", default=None, help="draw IMP (from RESULTS_DIR) against pruning at initialization (runs here)"
+    )
+    args = parser.parse_args(argv)
+    results, output = figure_dirs(args)
+    rounds = load_rounds(results, LENET_RUNS)
+    if args.pai_dir:
+        written = [
+            plot_pai(Path(args.pai_dir), results, Path(args.pai_dir) / f"pai_vs_imp_{value}.png", value)
+            for value in ("test_accuracy_early_stop", "test_accuracy_final")
+        ]
+    else:
+        present = set(mode_of(rounds).dropna())
+        modes = [args.mode] if args.mode else [mode for mode in IMP_MODES if mode in present]
+        written = [path for mode in modes for path in plot_mode(results, output, mode, args.max_iteration)]
+    report_figures(written, rounds.attrs["skipped"], results)
+
+
+if __name__ == "__main__":
+    main()

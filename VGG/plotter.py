@@ -1,8 +1,10 @@
 """VGG figures from rounds.csv: test accuracy vs weights remaining for each rewinding point and control,
 as the rewinding figure of Frankle et al. 2019 ("Stabilizing the Lottery Ticket Hypothesis").
 
-    python plotter.py                                # every run under results/, one figure per width
-    python plotter.py --results_dir results --metric early_stop
+    python plotter.py [RESULTS_DIR] [--output_dir D]      # every VGG run under results/, one figure per condition
+    python plotter.py results --metric early_stop            (earlier form: --results_dir results)
+
+Only VGG runs are drawn; runs of other families in the same tree are passed over, and counted.
 
 Left panels: one per rewinding iteration, IMP (winning ticket) against random pruning and random
 re-init. Right panel: winning tickets of every rewinding point together. Mean over seeds, band =
@@ -22,11 +24,16 @@ from lth.arguments import ArgumentParser
 from lth.errors import UserError, user_facing
 from lth.plotting import (
     RUN_TYPE_STYLE,
+    arch_is,
     condition_groups,
+    figure_arguments,
+    figure_dirs,
+    fit_title,
     load_rounds,
     mean_min_max,
     over_seeds,
     plot_mean_range,
+    report_figures,
     save_figure,
     setting_suffix,
     setting_title,
@@ -37,6 +44,7 @@ from lth.settings import value_label
 
 METRICS = {"final": "test_accuracy_final", "early_stop": "test_accuracy_early_stop"}
 METRIC_LABELS = {"final": "test accuracy at the end of training (%)", "early_stop": "test accuracy at early stop (%)"}
+VGG_RUNS = arch_is("VGG")
 REWIND_COLORS = ["tab:blue", "tab:purple", "tab:red", "tab:brown", "tab:olive", "tab:cyan"]
 
 
@@ -80,7 +88,7 @@ def rewinding_figure(
         sparsity_axis(ax, rounds["weights_remaining_pct"])
         ax.legend(fontsize=8)
     axes[0].set_ylabel(METRIC_LABELS[metric])
-    figure.suptitle(f"{title} on CIFAR-10 (mean, band = min..max over {over_seeds(stats['count'])})")
+    fit_title(figure, f"{title} on CIFAR-10 (mean, band = min..max over {over_seeds(stats['count'])})")
     return save_figure(figure, path)
 
 
@@ -89,8 +97,10 @@ def plot_all(
 ) -> list[Path]:
     """One figure per condition: every setting but the run type, the rewinding point and the seed agrees
     within a figure (width and schedule name it; any other setting that differs between figures too)."""
-    rounds = pruning_runs(load_rounds(results_dir))
-    output_dir = Path(output_dir or results_dir)
+    return plot_rounds(pruning_runs(load_rounds(results_dir, VGG_RUNS)), Path(output_dir or results_dir), metric)
+
+
+def plot_rounds(rounds, output_dir: Path, metric: str) -> list[Path]:
     groups = condition_groups(rounds, drawn_apart=("run_type", "rewind_iteration"))
     extra = [k for k in varying(groups) if k not in ("width", "train_iterations")]
     written = []
@@ -111,12 +121,12 @@ def plot_all(
 @user_facing
 def main(argv=None) -> None:
     parser = ArgumentParser(prog="VGG/plotter.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--results_dir", default=str(RESULTS_DIR), help="searched recursively for rounds.csv")
-    parser.add_argument("--output_dir", default=None, help="where figures go (default: --results_dir)")
+    figure_arguments(parser, RESULTS_DIR)
     parser.add_argument("--metric", choices=sorted(METRICS), default="final", help="which test accuracy to plot")
     args = parser.parse_args(argv)
-    for path in plot_all(args.results_dir, args.output_dir, args.metric):
-        print(f"wrote {path}")
+    results, output = figure_dirs(args)
+    rounds = load_rounds(results, VGG_RUNS)
+    report_figures(plot_rounds(pruning_runs(rounds), output, args.metric), rounds.attrs["skipped"], results)
 
 
 if __name__ == "__main__":

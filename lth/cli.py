@@ -112,7 +112,8 @@ def summarize(results_dir: str, value: str) -> None:
     from lth.results import COST_COLUMNS, condition_columns
 
     stats = summary_table(results_dir, value)
-    constant = [c for c in condition_columns(stats.columns) if stats[c].astype(str).nunique() == 1]
+    # Shared only when every run has the one value: a run without the setting (another family's) has none.
+    constant = [c for c in condition_columns(stats.columns) if stats[c].notna().all() and stats[c].nunique() == 1]
     for column in constant:
         print(f"{column}: {stats[column].iloc[0]}")
     stats = stats.drop(columns=constant)

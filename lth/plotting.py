@@ -7,6 +7,8 @@ and each condition is a separate line (e.g. dropout and no-dropout runs are neve
 from __future__ import annotations
 
 import os
+import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -37,40 +39,115 @@ def controls_apart(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.drop(columns=["control_mask"], errors="ignore")
 
 
-def load_rounds(results_dir: str | os.PathLike) -> pd.DataFrame:
-    """Every run's rounds.csv under `results_dir`, with a `run` column naming its directory."""
-    frames = []
-    for path in sorted(Path(results_dir).rglob("rounds.csv")):
-        frame = pd.read_csv(path)
-        frame[RUN_COLUMN] = path.parent.name
-        frames.append(frame)
-    if not frames:
+RunFilter = Callable[[pd.DataFrame], bool]
+
+
+def arch_is(*prefixes: str) -> RunFilter:
+    """A family's runs: those whose rounds.csv names an architecture starting with one of `prefixes`."""
+    return lambda rounds: "arch" in rounds and rounds["arch"].astype(str).str.startswith(prefixes).all()
+
+
+def run_csvs(results_dir: str | os.PathLike, name: str) -> list[Path]:
+    """Every `name` under `results_dir`, run directories reached through symbolic links included."""
+    found, seen = [], set()
+    for folder, subfolders, files in os.walk(results_dir, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:  # a link back up the tree
+            subfolders.clear()
+            continue
+        seen.add(real)
+        subfolders.sort()
+        if name in files:
+            found.append(Path(folder) / name)
+    return sorted(found)
+
+
+def _family_runs(results_dir, belongs: RunFilter | None) -> tuple[list[tuple[Path, pd.DataFrame]], int]:
+    """(run directory, its rounds) for the runs `belongs` accepts, and how many others were passed over."""
+    runs, skipped = [], 0
+    for path in run_csvs(results_dir, "rounds.csv"):
+        rounds = pd.read_csv(path)
+        if belongs is not None and not belongs(rounds):
+            skipped += 1
+            continue
+        runs.append((path.parent, rounds))
+    return runs, skipped
+
+
+def load_rounds(results_dir: str | os.PathLike, belongs: RunFilter | None = None) -> pd.DataFrame:
+    """Every run's rounds.csv under `results_dir` (only the runs `belongs` accepts, e.g. one family's), with a
+    `run` column naming its directory; `frame.attrs["skipped"]` counts the runs passed over."""
+    runs, skipped = _family_runs(results_dir, belongs)
+    if not runs:
+        others = f" ({skipped} runs of other families)" if skipped else ""
         raise UserError(
-            f"no rounds.csv found under {results_dir}; run some experiments first or pass the right directory"
+            f"no rounds.csv of these runs found under {results_dir}{others}; run some experiments first or pass "
+            "the right directory"
         )
-    return controls_apart(pd.concat(frames, ignore_index=True))
+    frames = []
+    for folder, frame in runs:
+        frame[RUN_COLUMN] = folder.name
+        frames.append(frame)
+    frame = controls_apart(pd.concat(frames, ignore_index=True))
+    frame.attrs["skipped"] = skipped
+    return frame
 
 
-def load_curves(results_dir: str | os.PathLike) -> pd.DataFrame:
+def load_curves(results_dir: str | os.PathLike, belongs: RunFilter | None = None) -> pd.DataFrame:
     """Every run's curve.csv, tagged with its run's identity columns and each round's weights remaining."""
     frames = []
-    for path in sorted(Path(results_dir).rglob("curve.csv")):
-        rounds_path = path.parent / "rounds.csv"
-        if not rounds_path.exists():
+    for folder, rounds in _family_runs(results_dir, belongs)[0]:
+        if not (folder / "curve.csv").exists():
             continue
-        curve = pd.read_csv(path)
-        rounds = pd.read_csv(rounds_path)
+        curve = pd.read_csv(folder / "curve.csv")
         tags = [
             c
             for c in rounds.columns
             if c not in curve.columns and (c not in MEASURED_COLUMNS or c == "weights_remaining_pct")
         ]
         curve = curve.merge(rounds[["round", *tags]], on="round", how="left")
-        curve[RUN_COLUMN] = path.parent.name
+        curve[RUN_COLUMN] = folder.name
         frames.append(curve)
     if not frames:
         raise UserError(f"no curve.csv found under {results_dir}")
     return controls_apart(pd.concat(frames, ignore_index=True))
+
+
+def figure_arguments(
+    parser, default_results_dir: Path, output_aliases: tuple[str, ...] = (), default_output_dir: Path | None = None
+) -> None:
+    """Every family's plot command: `plotter.py RESULTS_DIR [--output_dir D]` (and the earlier
+    `--results_dir DIR`, which means the same)."""
+    parser.add_argument(
+        "results_dir", nargs="?", default=None, help=f"searched for runs (default: {default_results_dir})"
+    )
+    parser.add_argument(
+        "--results_dir", dest="results_dir_flag", default=None, help="the same, as a flag (earlier form)"
+    )
+    parser.add_argument(
+        "--output_dir", *output_aliases, dest="output_dir", default=None, help="where figures go (default: RESULTS_DIR)"
+    )
+    parser.set_defaults(default_results_dir=default_results_dir, default_output_dir=default_output_dir)
+
+
+def figure_dirs(args, must_exist: bool = True) -> tuple[Path, Path]:
+    """(results directory, output directory) of parsed `figure_arguments`; a missing results directory is one line."""
+    if args.results_dir and args.results_dir_flag and args.results_dir != args.results_dir_flag:
+        raise UserError(
+            f"give the results directory once (got {args.results_dir} and --results_dir {args.results_dir_flag})"
+        )
+    results = Path(args.results_dir or args.results_dir_flag or args.default_results_dir)
+    if must_exist and not results.is_dir():
+        raise UserError(f"results directory {results} is not a directory")
+    return results, Path(args.output_dir or args.default_output_dir or results)
+
+
+def report_figures(written: list[Path], skipped: int = 0, results_dir: Path | None = None) -> None:
+    """What every plot command prints: one `wrote PATH` line a figure, and the runs of other families it passed over."""
+    for path in written:
+        print(f"wrote {path}")
+    if skipped:
+        print(f"skipped {skipped} runs of other families under {results_dir}")
 
 
 def condition_groups(
@@ -142,6 +219,12 @@ def plot_mean_range(ax, stats: pd.DataFrame, x: str, label: str, color=None, lin
     ax.fill_between(stats[x], stats["min"], stats["max"], color=line.get_color(), alpha=0.2, linewidth=0)
 
 
+def fit_title(figure, text: str, fontsize: float = 12) -> None:
+    """A figure title wrapped to the figure's width, so that no part of it falls outside."""
+    characters = max(40, int(figure.get_figwidth() * 72 / (0.6 * fontsize)))
+    figure.suptitle(textwrap.fill(text, characters), fontsize=fontsize)
+
+
 def save_figure(figure, path: str | os.PathLike) -> Path:
     path = Path(path)
     figure.tight_layout()
@@ -174,5 +257,5 @@ def plot_early_stop_panels(rounds: pd.DataFrame, path: str | os.PathLike, title:
         ax.set_ylabel(ylabel)
         ax.legend()
     seeds = over_seeds(rounds.groupby(["run_type", "round"])["seed"].nunique())
-    figure.suptitle(f"{title} (mean, band = min..max over {seeds})")
+    fit_title(figure, f"{title} (mean, band = min..max over {seeds})")
     return save_figure(figure, path)

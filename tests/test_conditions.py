@@ -49,11 +49,11 @@ def curve(round_index: int, lr: float) -> list[dict]:
     ]
 
 
-def write_runs(root, make_settings, run_types=("winning_ticket", "random_reinit")) -> int:
+def write_runs(root, make_settings, run_types=("winning_ticket", "random_reinit"), arch: str = "net") -> int:
     """Runs of every (iterations, lr, run type, seed); returns how many conditions (less run type) there are."""
     for iterations, lr, run_type, seed in itertools.product(ITERATIONS, LRS, run_types, (1, 2)):
         settings = make_settings(iterations, lr, run_type, seed)
-        rows = [{**image_row(r, seed, lr), "run_type": run_type, "seed": seed} for r in range(3)]
+        rows = [{**image_row(r, seed, lr), "run_type": run_type, "seed": seed, "arch": arch} for r in range(3)]
         points = [p for r in range(3) for p in curve(r, lr)]
         with RunDirectory(root, settings) as run:
             run.write_results(rows, points)
@@ -74,6 +74,7 @@ def test_lenet(tmp_path, capsys):
     count = write_runs(
         tmp_path,
         lambda it, lr, rt, seed: settings(train_iterations=it, lr=lr, run_type=rt, seed=seed, eval_every=100),
+        arch="LeNet-300-100",  # the plotter draws LeNet's runs only
     )
     figures = plotter.plot_mode(tmp_path, tmp_path / "figures", "iterative")
     assert len([f for f in figures if f.name.startswith("figure4_")]) == count
@@ -98,6 +99,7 @@ def test_vgg(tmp_path, capsys):
         tmp_path,
         lambda it, lr, rt, seed: settings(width=0.125, train_iterations=it, lr=lr, run_type=rt, seed=seed),
         run_types=("winning_ticket", "random_prune"),
+        arch="VGG-19",
     )
     figures = plotter.plot_all(tmp_path, tmp_path / "figures")
     assert len(figures) == count and len({f.name for f in figures}) == count
