@@ -497,8 +497,35 @@ def several_runs(argv: list[str] | None) -> list[list[str]] | None:
 
 
 def main_or_batch(script: str, argv: list[str] | None, main) -> None:
-    """Entry scripts: several runs named at once train batched; one run goes to the script's own main."""
+    """Entry scripts: several runs named at once (e.g. `--trial 0 1 2`) train one after another on a CPU, where
+    batching does not pay (benchmarks/results/batched_cpu.txt: 0.77x), and batched on a GPU; `--batch` batches them
+    on a CPU too. One run goes to the script's own main. One line says which was chosen and why."""
+    import sys
+
+    from lth.arguments import resolve_device
+    from lth.settings import CONTROL_RUN_TYPES
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    asked = "--batch" in argv
+    argv = [arg for arg in argv if arg != "--batch"]
     lines = several_runs(argv)
     if lines is None:
         return main(argv)
-    return run_lines_batched(script, lines)
+    device = resolve_device(argv[argv.index("--device") + 1] if "--device" in argv[:-1] else "auto")
+    if asked or device != "cpu":
+        reason = "as --batch asks" if asked else f"on {device}, where one stacked step trains them all"
+        print(f"{len(lines)} runs named: training them batched, {reason}", flush=True)
+        return run_lines_batched(script, lines)
+    print(
+        f"{len(lines)} runs named: training them one after another on the CPU, where batching is slower "
+        "(add --batch to batch them anyway)",
+        flush=True,
+    )
+    # Winning tickets before the controls that branch from them.
+    lines.sort(key=lambda line: _named_run_type(line) in CONTROL_RUN_TYPES)
+    for line in lines:
+        main(line)
+
+
+def _named_run_type(argv: list[str]) -> str | None:
+    return argv[argv.index("--run_type") + 1] if "--run_type" in argv[:-1] else None

@@ -282,7 +282,7 @@ def test_entry_scripts_name_several_runs_at_once_and_train_them_batched_sharing_
     monkeypatch.setenv("LTH_ENERGY", "on")
     main.main(["--trial", "0", "1", "--mode", "iterative", "oneshot", "--iterations", "30", "--eval_every", "15",
                "--rounds", "1", "--quiet", "--device", "cpu", "--data_dir", str(tmp_path / "data"),
-               "--output_dir", str(tmp_path / "runs"), "--carbon_intensity", "100"])  # fmt: skip
+               "--output_dir", str(tmp_path / "runs"), "--carbon_intensity", "100", "--batch"])  # fmt: skip
     runs = sorted((tmp_path / "runs").iterdir())
     assert len(runs) == 4 and all((r / "finished").exists() and (r / "batched.json").exists() for r in runs)
     for round_index in (0, 1):  # the batch's energy, metered once and shared evenly
@@ -301,7 +301,7 @@ def test_batchnorm_replicates_keep_their_own_statistics_and_match_vgg_alone(tmp_
     main = family_module("VGG", "main")
     common = ["--width", "0.0625", "--train_iterations", "8", "--eval_every", "4", "--rounds", "1", "--dense_dir",
               "none", "--batch_size", "16", "--quiet", "--device", "cpu", "--data_dir", str(tmp_path / "data")]  # fmt: skip
-    main.main([*common, "--seed", "0", "1", "--output_dir", str(tmp_path / "batched")])
+    main.main([*common, "--seed", "0", "1", "--output_dir", str(tmp_path / "batched"), "--batch"])
     for seed in ("0", "1"):
         main.run_one([*common, "--seed", seed, "--output_dir", str(tmp_path / "alone")])
     for reference in sorted((tmp_path / "alone").iterdir()):

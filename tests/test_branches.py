@@ -121,8 +121,17 @@ def test_controls_batched_with_their_ticket_take_its_masks(mnist, tmp_path):
     main = family_module("Lenet-300-100", "main")
     argv = family_argv("Lenet-300-100", mnist, tmp_path / "runs")
     # Controls named first: the batch still starts each ticket round before the controls that branch from it.
-    main.main([*argv, "--run_type", "random_prune", "random_reinit", "winning_ticket"])
+    main.main([*argv, "--run_type", "random_prune", "random_reinit", "winning_ticket", "--batch"])
     assert all((path / "batched.json").exists() for path in (tmp_path / "runs").iterdir())
+    assert_branches_of_the_ticket(tmp_path / "runs", rounds=3)
+
+
+def test_several_runs_on_a_cpu_train_one_after_another_tickets_first(mnist, tmp_path, capsys):
+    main = family_module("Lenet-300-100", "main")
+    argv = family_argv("Lenet-300-100", mnist, tmp_path / "runs")
+    main.main([*argv, "--run_type", "random_reinit", "random_prune", "winning_ticket"])
+    assert "training them one after another on the CPU" in capsys.readouterr().out
+    assert not any((path / "batched.json").exists() for path in (tmp_path / "runs").iterdir())
     assert_branches_of_the_ticket(tmp_path / "runs", rounds=3)
 
 
