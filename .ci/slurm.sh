@@ -1,9 +1,10 @@
 #!/bin/bash
 # A one-node SLURM on this machine for the test suite: `.ci/slurm.sh start` installs (as root, from Debian's
 # packages) and starts munge, slurmctld and slurmd; `.ci/slurm.sh stop` stops them; `.ci/slurm.sh status`.
-# The node is this machine (its CPUs and memory, no GPUs). Timers are short so that a requeued task starts again
-# within seconds (MinJobAge, the scheduler's pass) and a time limit's warning arrives on time (a short
-# signal-check interval). Everything lives under $LTH_SLURM_DIR (default /tmp/lth-slurm).
+# The node is this machine (its CPUs and memory, no GPUs). The scheduler passes every 2 s, so a task released
+# (`scontrol update JobId=... StartTime=now`; SLURM holds a requeued job 121 s otherwise) starts within seconds;
+# finished jobs stay listed by squeue for MinJobAge seconds, so their end state can be read and a failed task
+# requeued by hand. State and logs live under $LTH_SLURM_DIR (default /tmp/lth-slurm).
 set -euo pipefail
 ROOT="${LTH_SLURM_DIR:-/tmp/lth-slurm}"
 CONF=/etc/slurm/slurm.conf
@@ -49,8 +50,8 @@ ReturnToService=2
 MpiDefault=none
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
-# short timers: a finished job's record goes at once, so its requeued task may start again within seconds
-MinJobAge=2
+# finished jobs listed for 5 minutes (no accounting database here); a scheduling pass every 2 s
+MinJobAge=300
 SchedulerParameters=sched_interval=2,bf_interval=2
 KillWait=5
 MessageTimeout=10

@@ -327,9 +327,10 @@ class DirectoryLock:
             return None, text
 
     def timeout_for(self, holder: Holder) -> float:
-        """The silence after which `holder`'s lease is stale: never shorter than the holder's own timeout (it
-        renews at its own pace, whatever timeout the process judging it was given)."""
-        return max(self.timeout, holder.timeout or 0.0)
+        """The silence after which `holder`'s lease is stale: the holder's own timeout where its record says (it
+        renews at its own pace, six times per timeout, whatever timeout the process judging it was given), else
+        this process's."""
+        return holder.timeout if holder.timeout else self.timeout
 
     def _stale(self, holder: Holder) -> bool:
         """On this host the holder's process is checked directly (alive: live, whatever its heartbeat, e.g. a

@@ -359,7 +359,10 @@ def run_lines(
     finally:
         bar.close()
         for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            # A time-limit warning after the lines ended finds nothing left to save: it must not kill the sweep
+            # as it exits (SLURM would report the task failed, by signal).
+            ignore = sig == signal.SIGUSR1 and handler == signal.SIG_DFL
+            signal.signal(sig, signal.SIG_IGN if ignore else handler)
     if stopped:
         print(f"sweep stopped on request; {len(queue)} line(s) not started; run it again to resume", flush=True)
         if signal.SIGUSR1 in signals:  # the cluster's time-limit warning: come back in a new allocation
