@@ -245,10 +245,22 @@ def submit(
     if not yes:
         print(f"# written {job}; submit with: {command}   (or add --yes)")
         return job
+    if system == "slurm":  # sbatch accepts a request no node can hold, which then pends for ever: ask first
+        ask(["sbatch", "--test-only", str(job)], job, command, "no node can run this job as its header asks "
+            "(fit it with --submit_options, e.g. \"--gres=none --cpus-per-task=2\"; `sinfo -o '%N %c %m %G'` "
+            "lists what the nodes have)")  # fmt: skip
+    done = ask(["bsub"] if system == "lsf" else ["sbatch", str(job)], job, command, "failed")
+    print(done.stdout.strip(), flush=True)
+    return job
+
+
+def ask(argv: list[str], job: Path, command: str, failure: str) -> subprocess.CompletedProcess:
+    """Run a scheduler command on the job script; its own message, in one line, where it refuses."""
+    system = "lsf" if argv[0] == "bsub" else "slurm"
     try:
         with open(job) as stdin:
             done = subprocess.run(
-                ["bsub"] if system == "lsf" else ["sbatch", str(job)],
+                argv,
                 stdin=stdin if system == "lsf" else subprocess.DEVNULL,
                 capture_output=True,
                 text=True,
@@ -256,16 +268,15 @@ def submit(
             )
     except FileNotFoundError:
         raise UserError(
-            f"--submit {system} --yes: {SUBMIT_COMMAND[system]} is not on PATH (not a {system.upper()} login "
+            f"--submit {system} --yes: {argv[0]} is not on PATH (not a {system.upper()} login "
             f"node?); {job} is written: submit it from one with `{command}`"
         ) from None
     except subprocess.TimeoutExpired:
-        raise UserError(f"`{command}` did not answer within 120 s (is the scheduler up?)") from None
+        raise UserError(f"`{' '.join(argv)}` did not answer within 120 s (is the scheduler up?)") from None
     if done.returncode != 0:
         why = " ".join(line.strip() for line in (done.stderr or done.stdout).strip().splitlines()[-3:])
-        raise UserError(f"`{command}` failed (exit status {done.returncode}): {why or 'no message'}")
-    print(done.stdout.strip(), flush=True)
-    return job
+        raise UserError(f"`{' '.join(argv)}`: {failure} (exit status {done.returncode}: {why or 'no message'})")
+    return done
 
 
 def array_task() -> tuple[str, str] | None:

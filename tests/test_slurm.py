@@ -233,6 +233,10 @@ def test_a_time_limit_leaving_no_room_after_the_warning_is_refused_before_submit
                      check=False)  # fmt: skip
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "--time=00:05:00" in done.stderr
+    more = slurm.lth("sweep", str(array["config"]), "--script", str(REPO / "Lenet-300-100" / "main.py"),
+                     "--submit", "slurm", "--yes", "--submit_options", "--gres=none --cpus-per-task=64",
+                     check=False)  # fmt: skip
+    assert more.returncode == 2 and "no node can run this job" in more.stderr, "not left pending for ever"
     assert job_ids() <= before, "nothing was submitted"
 
 
@@ -286,9 +290,9 @@ def test_one_task_through_the_time_limit_a_requeue_and_a_killed_process_ends_ide
     assert slurm.wait_done(task, 60, log).startswith("FAILED"), "the line's process was killed"
     subprocess.run(["scontrol", "requeue", task], check=True, timeout=30)
     slurm.wait("the requeued task pending", lambda: slurm.state(task).startswith("PENDING"), 60, log)
-    # Fresh, as it died; its holder's own timeout (30 s) longer than the jobs' LTH_LEASE_TIMEOUT: the taker must
+    # Fresh, as it died; its holder's own timeout (20 s) longer than the jobs' LTH_LEASE_TIMEOUT: the taker must
     # wait by the holder's.
-    dead = {**record, "host": "failed-node", "heartbeat": time.time(), "timeout": 30.0, "interval": 5.0}
+    dead = {**record, "host": "failed-node", "heartbeat": time.time(), "timeout": 20.0, "interval": 20 / 6}
     lock.write_text(json.dumps(dead))
     assert slurm.wait_done(task, 200, log).startswith("COMPLETED")
 
