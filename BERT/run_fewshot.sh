@@ -18,6 +18,8 @@
 #BSUB -r
 #BSUB -o outputs/fewshot_%J_%I.out
 #BSUB -e outputs/fewshot_%J_%I.err
+# sbatch also reads #BSUB (and #PBS) lines unless told not to; LSF reads #SBATCH lines as comments.
+#SBATCH --ignore-pbs
 #SBATCH --job-name=fewshot_transfer
 #SBATCH --array=1-36
 #SBATCH --gres=gpu:1
@@ -26,10 +28,25 @@
 #SBATCH --time=12:00:00
 #SBATCH --signal=B:USR1@300
 #SBATCH --requeue
+#SBATCH --open-mode=append
 #SBATCH --output=outputs/fewshot_%A_%a.out
 #SBATCH --error=outputs/fewshot_%A_%a.err
 set -euo pipefail
-cd "${LS_SUBCWD:-${SLURM_SUBMIT_DIR:-$(dirname "$0")}}"
+# The script's own folder: SLURM runs a copy of the script, so ask SLURM which one was submitted; LSF's
+# `bsub <` passes no path, only the folder it was submitted from.
+here="$(dirname "$0")"
+if [ -n "${SLURM_JOB_ID:-}" ]; then
+    here="$(scontrol show job "$SLURM_JOB_ID" -o 2>/dev/null | sed -n 's/.* Command=\([^ ]*\).*/\1/p')"
+    here="$(dirname "${here:-$SLURM_SUBMIT_DIR/x}")"
+elif [ -n "${LS_SUBCWD:-}" ]; then
+    here="$LS_SUBCWD"
+fi
+cd "$here"
+CONFIG="${LTH_CONFIG:-few_shot_configs.txt}"  # another config file of this folder's runs: LTH_CONFIG (size the array to it)
+if [ ! -f "$CONFIG" ] || [ ! -f few_shot_training.py ]; then
+    echo "error: $(basename "$0"): no $CONFIG or few_shot_training.py in $PWD; submit from the script's folder (cd there first)" >&2
+    exit 2
+fi
 mkdir -p outputs
 PYTHON="${LTH_PYTHON:-python}"
 for seed in 42 123 999; do
@@ -39,4 +56,4 @@ for seed in 42 123 999; do
         "$PYTHON" create_ensemble_tickets.py --ticket_a "$a" --ticket_b "$b" --combine union --save_dir models
     fi
 done
-exec "$PYTHON" -m lth sweep few_shot_configs.txt --script few_shot_training.py "$@"
+exec "$PYTHON" -m lth sweep "$CONFIG" --script few_shot_training.py "$@"

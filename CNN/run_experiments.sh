@@ -18,6 +18,8 @@
 #BSUB -r
 #BSUB -o outputs/cnn_lth_%J_%I.out
 #BSUB -e outputs/cnn_lth_%J_%I.err
+# sbatch also reads #BSUB (and #PBS) lines unless told not to; LSF reads #SBATCH lines as comments.
+#SBATCH --ignore-pbs
 #SBATCH --job-name=cnn_lth
 #SBATCH --array=1-60%4
 #SBATCH --gres=gpu:1
@@ -26,9 +28,24 @@
 #SBATCH --time=06:00:00
 #SBATCH --signal=B:USR1@300
 #SBATCH --requeue
+#SBATCH --open-mode=append
 #SBATCH --output=outputs/cnn_lth_%A_%a.out
 #SBATCH --error=outputs/cnn_lth_%A_%a.err
 set -euo pipefail
-cd "${LS_SUBCWD:-${SLURM_SUBMIT_DIR:-$(dirname "$0")}}"
+# The script's own folder: SLURM runs a copy of the script, so ask SLURM which one was submitted; LSF's
+# `bsub <` passes no path, only the folder it was submitted from.
+here="$(dirname "$0")"
+if [ -n "${SLURM_JOB_ID:-}" ]; then
+    here="$(scontrol show job "$SLURM_JOB_ID" -o 2>/dev/null | sed -n 's/.* Command=\([^ ]*\).*/\1/p')"
+    here="$(dirname "${here:-$SLURM_SUBMIT_DIR/x}")"
+elif [ -n "${LS_SUBCWD:-}" ]; then
+    here="$LS_SUBCWD"
+fi
+cd "$here"
+CONFIG="${LTH_CONFIG:-configs.txt}"  # another config file of this folder's runs: LTH_CONFIG (size the array to it)
+if [ ! -f "$CONFIG" ] || [ ! -f main.py ]; then
+    echo "error: $(basename "$0"): no $CONFIG or main.py in $PWD; submit from the script's folder (cd there first)" >&2
+    exit 2
+fi
 mkdir -p outputs
-exec "${LTH_PYTHON:-python}" -m lth sweep configs.txt --script main.py "$@"
+exec "${LTH_PYTHON:-python}" -m lth sweep "$CONFIG" --script main.py "$@"

@@ -52,6 +52,19 @@ def build_parser() -> ArgumentParser:
         help="with --batch: at most this many runs per batch (what fits the device's memory); implies --batch",
     )
 
+    sweep.add_argument(
+        "--submit_options",
+        default="",
+        help="with --submit: sbatch/bsub options written into the header in place of the lines setting the same "
+        'option, e.g. "--gres=none --cpus-per-task=2 --time=1:00:00" (a node without GPUs) or "-q short -n 2"',
+    )
+    sweep.add_argument(
+        "--max_parallel",
+        type=non_negative_int,
+        default=8,
+        help="with --submit: at most this many array tasks at once (the array's %%N throttle; 0: no limit)",
+    )
+
     status = commands.add_parser("status", help="finished, running, failed and missing runs")
     status.add_argument("results_dir", nargs="?", help="directory holding run directories")
     status.add_argument("--config", help="also list the config file's runs that have not started")
@@ -153,8 +166,13 @@ def show_status(results_dir: str | None, config: str | None, script: str) -> Non
         if not root.is_dir():
             raise UserError(f"results directory {root} does not exist")
         rows = [("", p.parent) for p in sorted(root.rglob("settings.json"))]
+        if not rows:
+            print(f"no runs under {root} (no run directory with a settings.json)")
+            return
     else:
         raise UserError("give a results directory or --config")
+    names = [path.name for _, path in rows]
+    base = Path(results_dir).resolve() if results_dir and not config else None
     counts: dict[str, int] = {}
     left = 0.0  # run time (s) the unfinished runs with rounds still need
     unstarted, whole_runs = 0, []  # runs without a finished round; what each finished run took (s)
@@ -170,7 +188,7 @@ def show_status(results_dir: str | None, config: str | None, script: str) -> Non
             unstarted += 1
         else:
             left += progress.seconds_left or 0.0
-        print(f"{label:<9} {state:<40} {str(progress):>26}  {path.name}")
+        print(f"{label:<9} {state:<40} {str(progress):>26}  {shown_name(path, names, base)}")
     print("total: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
     if left:
         print(
@@ -180,6 +198,18 @@ def show_status(results_dir: str | None, config: str | None, script: str) -> Non
         average = duration(sum(whole_runs) / len(whole_runs))
         runs = "1 run has" if unstarted == 1 else f"{unstarted} runs have"
         print(f"{runs} no finished round yet; a finished run took {average} on average")
+
+
+def shown_name(path: Path, names: list[str], base: Path | None) -> str:
+    """A run's leaf name, or its path (below `base`) where another run listed has the same leaf name."""
+    if names.count(path.name) < 2:
+        return path.name
+    if base is not None:
+        try:
+            return str(path.resolve().relative_to(base))
+        except ValueError:
+            pass
+    return str(path)
 
 
 @user_facing
@@ -219,6 +249,8 @@ def run_command(args) -> None:
                 parallel=args.per_device,
                 batch=args.batch or args.max_batch is not None,
                 max_batch=args.max_batch,
+                submit_options=args.submit_options,
+                max_parallel=args.max_parallel,
             )
         )
     elif args.command == "status":

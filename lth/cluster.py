@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import re
 import shlex
 import socket
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,9 +21,11 @@ from lth.storage import DirectoryLock, atomic_write_text
 # The warning signal and requeue: five minutes before the time limit the job gets SIGUSR1 (LSF -wa/-wt; SLURM
 # --signal, B: so that it reaches the batch shell, which `exec` made the sweep); the run saves its progress and
 # the sweep requeues its task (see requeue_self). LSF -r and SLURM --requeue rerun a task whose node failed.
+# SLURM truncates a log it opens unless told to append: --open-mode=append keeps every allocation's log (LSF's -o
+# appends already).
 STOP_HEADERS = {
     "lsf": ["#BSUB -wa USR1", "#BSUB -wt 5", "#BSUB -r"],
-    "slurm": ["#SBATCH --signal=B:USR1@300", "#SBATCH --requeue"],
+    "slurm": ["#SBATCH --signal=B:USR1@300", "#SBATCH --requeue", "#SBATCH --open-mode=append"],
 }
 DEFAULT_HEADERS = {
     "lsf": [
@@ -41,25 +45,124 @@ DEFAULT_HEADERS = {
     ],
 }
 SUBMIT_COMMAND = {"lsf": "bsub", "slurm": "sbatch"}
+PREFIX = {"lsf": "#BSUB", "slurm": "#SBATCH"}
+# Made per config file (job name, array, working folder, logs), never copied from a folder's script.
+PER_CONFIG_OPTIONS = {"lsf": ("-J", "-o", "-e", "-oo", "-eo", "-cwd"), "slurm": ("--job-name", "--array", "--output",
+                      "--error", "--chdir", "-J", "-a", "-o", "-e", "-D")}  # fmt: skip
+SLURM_EARLY_SIGNAL_S = 60  # SLURM may send --signal's warning up to a minute before the time asked for
+
+
+def header_option(line: str, system: str) -> str:
+    """The option a header line sets: `#SBATCH --time=1:00` -> --time, `#BSUB -W 12:00` -> -W."""
+    return line[len(PREFIX[system]) :].strip().split(" ")[0].split("=")[0]
 
 
 def folder_headers(folder: Path, system: str) -> list[str]:
     """The resource lines of the folder's run script (its #BSUB or #SBATCH lines, less job name,
     array and log lines, which are made per config file)."""
-    prefix = "#BSUB" if system == "lsf" else "#SBATCH"
-    skip = ("-J", "-o", "-e") if system == "lsf" else ("--job-name", "--array", "--output", "--error")
     headers = []
     for script in sorted(folder.glob("run_*.sh")):
         for line in script.read_text().splitlines():
-            if line.startswith(prefix):
-                option = line[len(prefix) :].strip().split(" ")[0].split("=")[0]
-                if option not in skip and line not in headers:
+            if line.startswith(PREFIX[system] + " "):
+                if header_option(line, system) not in PER_CONFIG_OPTIONS[system] and line not in headers:
                     headers.append(line)
         if headers:
             break
     if not headers:
         return DEFAULT_HEADERS[system]
     return headers + [line for line in STOP_HEADERS[system] if line not in headers]
+
+
+def option_headers(options: str, system: str) -> list[str]:
+    """`--submit_options` as header lines: "--gres=none -c 2" -> #SBATCH --gres=none, #SBATCH -c 2;
+    "-q short -n 2" -> #BSUB -q short, #BSUB -n 2. An option's value is what follows `=` or the next word."""
+    try:
+        words = shlex.split(options)
+    except ValueError as error:
+        raise UserError(f"--submit_options {options!r}: cannot be split into options ({error})") from None
+    lines: list[str] = []
+    for word in words:
+        if word.startswith("-"):
+            lines.append(f"{PREFIX[system]} {word}")
+        elif lines and " " not in lines[-1][len(PREFIX[system]) + 1 :] and "=" not in lines[-1]:
+            plain = re.fullmatch(r"[\w:.,/+-]+", word)
+            lines[-1] += " " + (word if plain or system == "slurm" else f'"{word}"')
+        else:
+            raise UserError(f"--submit_options {options!r}: {word!r} is not an option (options start with -)")
+    for line in lines:
+        if header_option(line, system) in PER_CONFIG_OPTIONS[system]:
+            raise UserError(
+                f"--submit_options: {header_option(line, system)} is made per config file (job name, array, "
+                "working folder and logs); use --max_parallel for the array's throttle"
+            )
+    return lines
+
+
+def fit_headers(headers: list[str], options: str, system: str) -> list[str]:
+    """The headers with every option given in `options` replacing the lines that set the same option."""
+    given = option_headers(options, system)
+    replaced = {header_option(line, system) for line in given}
+    return [line for line in headers if header_option(line, system) not in replaced] + given
+
+
+def header_value(headers: list[str], system: str, option: str) -> str | None:
+    """The value of the last header line setting `option` (without quotes), or None."""
+    value = None
+    for line in headers:
+        if header_option(line, system) == option:
+            rest = line[len(PREFIX[system]) :].strip()[len(option) :].lstrip("= ").strip()
+            value = rest.strip("\"'")
+    return value
+
+
+def slurm_seconds(text: str) -> int:
+    """A SLURM time (minutes, minutes:seconds, hours:minutes:seconds, days-hours[:minutes[:seconds]]) in seconds."""
+    try:
+        days, _, clock = text.rpartition("-")
+        parts = [int(p) for p in clock.split(":")]
+        if days:
+            hours, minutes, seconds = (parts + [0, 0])[:3]
+        elif len(parts) == 3:
+            hours, minutes, seconds = parts
+        else:
+            hours, (minutes, seconds) = 0, (parts + [0])[:2]
+        return ((int(days or 0) * 24 + hours) * 60 + minutes) * 60 + seconds
+    except ValueError:
+        raise UserError(f"--time={text}: not a SLURM time (minutes, HH:MM:SS or D-HH:MM:SS)") from None
+
+
+def lsf_seconds(text: str, option: str) -> int:
+    """An LSF [hours:]minutes time (-W, -wt) in seconds."""
+    try:
+        parts = [int(p) for p in text.split(":")]
+        return (parts[0] * 60 + parts[1]) * 60 if len(parts) == 2 else parts[0] * 60
+    except (ValueError, IndexError):
+        raise UserError(f"{option} {text}: not an LSF time ([hours:]minutes)") from None
+
+
+def check_time_limit(headers: list[str], system: str) -> None:
+    """Refuse a time limit that leaves no time before the warning signal: every allocation would be warned as it
+    starts, save nothing new and requeue itself, again and again."""
+    if system == "slurm":
+        limit, signal_spec = header_value(headers, system, "--time"), header_value(headers, system, "--signal")
+        if limit is None or signal_spec is None or "USR1" not in signal_spec:
+            return
+        warning = int(signal_spec.partition("@")[2] or 60)
+        seconds, early = slurm_seconds(limit), SLURM_EARLY_SIGNAL_S
+        names = f"--time={limit} against --signal={signal_spec}"
+    else:
+        limit, before = header_value(headers, system, "-W"), header_value(headers, system, "-wt")
+        if limit is None or before is None:
+            return
+        seconds, warning, early = lsf_seconds(limit, "-W"), lsf_seconds(before, "-wt"), 0
+        names = f"-W {limit} against -wt {before}"
+    if seconds <= warning + early:
+        raise UserError(
+            f"the job's time limit leaves no time before its warning signal ({names}"
+            + (f"; SLURM may send it up to {early} s early" if early else "")
+            + "): every allocation would be warned as it starts and requeue itself without progress; give a longer "
+            f"time limit (above {warning + early} s) or an earlier warning through --submit_options"
+        )
 
 
 def array_job_script(
@@ -70,34 +173,41 @@ def array_job_script(
     max_parallel: int = 8,
     batch: bool = False,
     max_batch: int | None = None,
+    options: str = "",
 ) -> str:
-    """An array job sized to the config file: task i runs run line i through `lth sweep`."""
+    """An array job sized to the config file: task i runs run line i through `lth sweep`. Its working folder and
+    logs are absolute paths (the config's folder), so it may be submitted from anywhere; its resource lines come
+    from the script's folder, with `options` (sbatch/bsub options) replacing the lines they name."""
     if system not in SUBMIT_COMMAND:
         raise UserError(f"--submit {system}: expected lsf or slurm")
-    name = re.sub(r"[^A-Za-z0-9_]+", "_", f"{config.parent.name}_{config.stem}")
+    config, script = config.resolve(), script.resolve()
+    folder = config.parent
+    name = re.sub(r"[^A-Za-z0-9_]+", "_", f"{folder.name}_{config.stem}")
     limit = f"%{max_parallel}" if max_parallel else ""
+    resources = fit_headers(folder_headers(script.parent, system), options, system)
+    check_time_limit(resources, system)
     if system == "lsf":
         head = [
             f'#BSUB -J "{name}[1-{runs}]{limit}"',
-            *folder_headers(config.parent, "lsf"),
-            f"#BSUB -o outputs/{name}_%J_%I.out",
-            f"#BSUB -e outputs/{name}_%J_%I.err",
+            *resources,
+            f"#BSUB -cwd {folder}",
+            f"#BSUB -o {folder}/outputs/{name}_%J_%I.out",
+            f"#BSUB -e {folder}/outputs/{name}_%J_%I.err",
         ]
-        workdir = "${LS_SUBCWD:-$PWD}"
     else:
         head = [
             f"#SBATCH --job-name={name}",
             f"#SBATCH --array=1-{runs}{limit}",
-            *folder_headers(config.parent, "slurm"),
-            f"#SBATCH --output=outputs/{name}_%A_%a.out",
-            f"#SBATCH --error=outputs/{name}_%A_%a.err",
+            *resources,
+            f"#SBATCH --chdir={folder}",
+            f"#SBATCH --output={folder}/outputs/{name}_%A_%a.out",
+            f"#SBATCH --error={folder}/outputs/{name}_%A_%a.err",
         ]
-        workdir = "${SLURM_SUBMIT_DIR:-$PWD}"
     body = [
         "set -euo pipefail",
-        f'cd "{workdir}"',
-        "mkdir -p outputs",
-        f'exec "${{LTH_PYTHON:-python}}" -m lth sweep {shlex.quote(config.name)} --script {shlex.quote(script.name)}'
+        f"cd {shlex.quote(str(folder))}",
+        f'exec "${{LTH_PYTHON:-{sys.executable}}}" -m lth sweep {shlex.quote(str(config))} '
+        f"--script {shlex.quote(str(script))}"
         + (" --batch" if batch else "")
         + (f" --max_batch {max_batch}" if batch and max_batch else ""),
     ]
@@ -115,47 +225,129 @@ def array_job_script(
 
 
 def submit(
-    system: str, config: Path, script: Path, runs: int, yes: bool, batch: bool = False, max_batch: int | None = None
+    system: str,
+    config: Path,
+    script: Path,
+    runs: int,
+    yes: bool,
+    batch: bool = False,
+    max_batch: int | None = None,
+    options: str = "",
+    max_parallel: int = 8,
 ) -> Path:
+    text = array_job_script(system, config, script, runs, max_parallel, batch, max_batch, options)
     job = config.parent / f"{config.stem}.{system}.sh"
-    (config.parent / "outputs").mkdir(exist_ok=True)
-    atomic_write_text(job, array_job_script(system, config, script, runs, batch=batch, max_batch=max_batch))
+    (config.parent / "outputs").mkdir(exist_ok=True)  # SLURM and LSF do not create a log folder
+    atomic_write_text(job, text)
     job.chmod(0o755)
-    print(job.read_text(), end="")
-    command = f"{SUBMIT_COMMAND[system]} < {job.name}" if system == "lsf" else f"sbatch {job.name}"
+    print(text, end="")
+    command = f"bsub < {job}" if system == "lsf" else f"sbatch {job}"
     if not yes:
-        print(f"# written {job}; submit with: cd {config.parent} && {command}   (or add --yes)")
+        print(f"# written {job}; submit with: {command}   (or add --yes)")
         return job
-    try:
-        subprocess.run(command, shell=True, cwd=config.parent, check=True)
-    except (OSError, subprocess.CalledProcessError) as error:
-        raise UserError(f"`{command}` failed ({error}); is this a {system.upper()} login node?") from None
+    if system == "slurm":  # sbatch accepts a request no node can hold, which then pends for ever: ask first
+        ask(["sbatch", "--test-only", str(job)], job, command, "no node can run this job as its header asks "
+            "(fit it with --submit_options, e.g. \"--gres=none --cpus-per-task=2\"; `sinfo -o '%N %c %m %G'` "
+            "lists what the nodes have)")  # fmt: skip
+    done = ask(["bsub"] if system == "lsf" else ["sbatch", str(job)], job, command, "failed")
+    print(done.stdout.strip(), flush=True)
     return job
+
+
+def ask(argv: list[str], job: Path, command: str, failure: str) -> subprocess.CompletedProcess:
+    """Run a scheduler command on the job script; its own message, in one line, where it refuses."""
+    system = "lsf" if argv[0] == "bsub" else "slurm"
+    try:
+        with open(job) as stdin:
+            done = subprocess.run(
+                argv,
+                stdin=stdin if system == "lsf" else subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+    except FileNotFoundError:
+        raise UserError(
+            f"--submit {system} --yes: {argv[0]} is not on PATH (not a {system.upper()} login "
+            f"node?); {job} is written: submit it from one with `{command}`"
+        ) from None
+    except subprocess.TimeoutExpired:
+        raise UserError(f"`{' '.join(argv)}` did not answer within 120 s (is the scheduler up?)") from None
+    if done.returncode != 0:
+        why = " ".join(line.strip() for line in (done.stderr or done.stdout).strip().splitlines()[-3:])
+        raise UserError(f"`{' '.join(argv)}`: {failure} (exit status {done.returncode}: {why or 'no message'})")
+    return done
+
+
+def array_task() -> tuple[str, str] | None:
+    """(system, task) of this cluster job as its logs name it (SLURM %A_%a, LSF %J_%I; a job that is not an
+    array: its job id alone), or None outside a cluster job."""
+    if os.environ.get("SLURM_JOB_ID"):
+        array = os.environ.get("SLURM_ARRAY_JOB_ID")
+        task = os.environ.get("SLURM_ARRAY_TASK_ID")
+        return "slurm", f"{array}_{task}" if array and task else os.environ["SLURM_JOB_ID"]
+    if os.environ.get("LSB_JOBID"):
+        index = os.environ.get("LSB_JOBINDEX", "0")
+        job = os.environ["LSB_JOBID"]
+        return "lsf", f"{job}_{index}" if index not in ("", "0") else job
+    return None
 
 
 def requeue_command() -> list[str] | None:
     """The command that puts this array task back in the queue (SLURM or LSF), or None outside a cluster job."""
-    if os.environ.get("SLURM_JOB_ID"):
-        array = os.environ.get("SLURM_ARRAY_JOB_ID")
-        task = os.environ.get("SLURM_ARRAY_TASK_ID")
-        return ["scontrol", "requeue", f"{array}_{task}" if array and task else os.environ["SLURM_JOB_ID"]]
-    if os.environ.get("LSB_JOBID"):
-        index = os.environ.get("LSB_JOBINDEX", "0")
-        job = os.environ["LSB_JOBID"]
-        return ["brequeue", f"{job}[{index}]" if index not in ("", "0") else job]
-    return None
+    task = array_task()
+    if task is None:
+        return None
+    system, name = task
+    if system == "slurm":
+        return ["scontrol", "requeue", name]
+    job, _, index = name.partition("_")
+    return ["brequeue", f"{job}[{index}]" if index else job]
 
 
-def requeue_self() -> None:
-    """After the time-limit warning (SIGUSR1): requeue this task, which resumes where it stopped."""
+REQUEUED = "requeued"  # a run directory's marker: the cluster task that will resume it (see run_status)
+
+
+def requeue_self(directories: list[Path] = ()) -> bool:
+    """After the time-limit warning (SIGUSR1): requeue this task, which resumes where it stopped; its runs'
+    directories are marked with the task, so that `lth status` shows them as requeued."""
     command = requeue_command()
     if command is None:
-        return
+        return False
     try:
-        subprocess.run(command, check=True, timeout=60)
-        print(f"requeued: {' '.join(command)}", flush=True)
+        subprocess.run(command, check=True, timeout=60, capture_output=True)
     except (OSError, subprocess.SubprocessError) as error:
-        print(f"could not requeue ({' '.join(command)}: {error}); resubmit the array to resume", flush=True)
+        detail = getattr(error, "stderr", b"") or b""
+        print(
+            f"could not requeue ({' '.join(command)}: {error} {detail.decode(errors='replace').strip()}); "
+            "resubmit the array to resume",
+            flush=True,
+        )
+        return False
+    system, task = array_task()
+    for directory in directories:
+        if directory.is_dir():
+            atomic_write_text(directory / REQUEUED, json.dumps({"system": system, "task": task}) + "\n")
+    print(f"requeued: {' '.join(command)}", flush=True)
+    return True
+
+
+def queued_state(system: str, task: str) -> str | None:
+    """The scheduler's state of a task (e.g. 'PENDING (BeginTime)', 'RUNNING'), or None where it is not queued
+    any more or the scheduler cannot be asked."""
+    if system == "slurm":
+        command = ["squeue", "-h", "-j", task, "-o", "%T (%r)"]
+    else:
+        job, _, index = task.partition("_")
+        command = ["bjobs", "-noheader", "-o", "stat pend_reason", f"{job}[{index}]" if index else job]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    lines = [line.strip() for line in done.stdout.splitlines() if line.strip()]
+    if done.returncode != 0 or not lines:
+        return None
+    return lines[0].replace(" (None)", "")
 
 
 def run_status(run_path: Path) -> str:
@@ -172,6 +364,12 @@ def run_status(run_path: Path) -> str:
         return f"running (pid {holder.pid})" if here else f"running (host {holder.host})"
     if (run_path / "failed").exists():
         return "failed: " + (run_path / "failed").read_text().strip().splitlines()[-1][:120]
+    requeued = read_requeued(run_path)
+    if requeued is not None:
+        system, task = requeued
+        state = queued_state(system, task)
+        if state is not None:
+            return f"requeued ({system.upper()} task {task} {state}; it resumes the run when it starts)"
     stale = lease.stale_holder()
     if stale is not None:
         return f"interrupted (stale lease of host {stale.host}; start it again to resume)"
@@ -180,6 +378,31 @@ def run_status(run_path: Path) -> str:
         if (run_path / "state.pt").exists() or (run_path / "progress.pt").exists()
         else "started"
     )
+
+
+def read_requeued(run_path: Path) -> tuple[str, str] | None:
+    try:
+        data = json.loads((run_path / REQUEUED).read_text())
+        return str(data["system"]), str(data["task"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def saved_position(directory: Path) -> tuple:
+    """How far a run's saved work has got: finished, rounds written, and the round and iteration of its saved
+    in-round progress. Unchanged across an allocation: that allocation made no progress."""
+    from lth.results import read_csv_rows
+    from lth.storage import load_checkpoint
+
+    rounds = directory / "rounds.csv"
+    position: list = [is_finished(directory), len(read_csv_rows(rounds)) if rounds.exists() else 0]
+    if (directory / "progress.pt").exists():
+        try:
+            progress = load_checkpoint(directory / "progress.pt")
+            position += [progress.get("round"), progress.get("loop", {}).get("iteration")]
+        except UserError:
+            position.append("unreadable")
+    return tuple(position)
 
 
 @dataclass

@@ -17,6 +17,29 @@ MEASURED_CPU_MODES = {"intel_rapl", "intel_power_gadget", "apple_powermetrics"}
 ENERGY_COLUMNS = ("energy_kwh", "co2_kg", "energy_method", "carbon_intensity_g_per_kwh", "carbon_source")
 
 
+REGIONS_FILE = "data/private_infra/global_energy_mix.json"  # inside the codecarbon package
+
+
+def carbon_region(text: str) -> str:
+    """--carbon_region: a country codecarbon has a grid carbon intensity for (its ISO 3166 alpha-3 codes), refused
+    before training otherwise (codecarbon would fall back to the world average with an error mid-run)."""
+    import argparse
+    import importlib.resources
+    import json
+
+    code = text.strip().upper()
+    try:
+        known = json.loads((importlib.resources.files("codecarbon") / REGIONS_FILE).read_text())
+    except (ImportError, OSError, ValueError):
+        return code  # no codecarbon: no energy is measured, so no region is used
+    if code not in known:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a region codecarbon knows: expected an ISO 3166 alpha-3 country code from "
+            f"codecarbon's {REGIONS_FILE} (e.g. DNK, FRA, USA; {len(known)} there)"
+        )
+    return code
+
+
 @dataclass
 class Reading:
     energy_kwh: float

@@ -62,6 +62,14 @@ def device_name(device: str) -> str:
     return platform.processor() or platform.machine()
 
 
+def job_name() -> str | None:
+    """The cluster job as its logs name it: SLURM's %A_%a (array job, task), LSF's %J_%I; a plain job's id."""
+    from lth.cluster import array_task
+
+    task = array_task()
+    return task[1] if task else None
+
+
 def record(run_path: str | os.PathLike, device: str) -> dict:
     """Append this piece of work's provenance to the run directory's provenance.jsonl."""
     import torch
@@ -75,7 +83,7 @@ def record(run_path: str | os.PathLike, device: str) -> dict:
         "threads": torch.get_num_threads(),
         **code_version(),
         **library_versions(),
-        "job": os.environ.get("SLURM_JOB_ID") or os.environ.get("LSB_JOBID"),
+        "job": job_name(),
     }
     with open(Path(run_path) / "provenance.jsonl", "a") as handle:  # appended whole in one write
         handle.write(json.dumps(entry) + "\n")

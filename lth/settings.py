@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from lth.arguments import ArgumentParser, fraction, non_negative_int, positive_float, positive_int
+from lth.energy import carbon_region
 from lth.errors import UserError
 
 IDENTITY = "identity"
@@ -427,6 +428,7 @@ class ReportingSettings(Settings):
         None,
         "ISO 3166 alpha-3 country whose grid carbon intensity prices the energy, e.g. DNK "
         "(default: the world average, 475 g CO2e/kWh)",
+        parse=carbon_region,
         kind=OPERATIONAL,
     )
     carbon_intensity: float | None = setting(

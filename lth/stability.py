@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lth.errors import UserError
 from lth.imp import IMPRecipe
 from lth.masks import Mask
 from lth.rewinding import derived_seed, to_cpu
@@ -142,13 +143,20 @@ def run_stability(script: str, run_argv: list[str], ks: list[int], points: int, 
     run_dir = Path(module.run_directory(settings))
     if not run_dir.is_absolute():
         run_dir = Path(script).resolve().parent / run_dir
+    seed_everything(settings.seed)
+    data = module.load_data(settings.data_dir, device, settings.seed)
+    recipe = module.build_recipe(settings, data, device)
+    too_late = [k for k in ks if k >= recipe.schedule.iterations]
+    if too_late:  # the copies would get no training: a barrier of 0 that means nothing
+        raise UserError(
+            f"--k {' '.join(map(str, too_late))}: at or beyond the run's {recipe.schedule.iterations} training "
+            "iterations; give k below it (the copies train from k to the end)"
+        )
+    # Nothing is created before the checks above pass.
     out = ensure_output_dir(Path(output_dir) if output_dir else run_dir.parent / "stability", "--output_dir")
     target = out / f"{run_dir.name}_stability"
     target.mkdir(exist_ok=True)
     with DirectoryLock(target):
-        seed_everything(settings.seed)
-        data = module.load_data(settings.data_dir, device, settings.seed)
-        recipe = module.build_recipe(settings, data, device)
         state = load_checkpoint(run_dir / "state.pt", "run state") if (run_dir / "state.pt").exists() else None
         if state is not None and state["next_round"] > 1:
             mask, init = Mask.from_state_dict(state["mask"]), state["init"]

@@ -261,12 +261,19 @@ def lease_timeout() -> float:
     return value
 
 
+def heartbeat_interval(timeout: float) -> float:
+    """How often a holder renews its lease: six beats per timeout, so a few slow beats do not make it stale."""
+    return max(0.05, timeout / 6)
+
+
 @dataclass(frozen=True)
 class Holder:
     host: str
     pid: int
     heartbeat: float  # time.time() of the holder's last renewal
     token: str  # unique per acquisition: a renewal checks the lease is still its own
+    timeout: float | None = None  # the holder's own lease timeout and renewal interval (None: a record without them)
+    interval: float | None = None
 
     def describe(self) -> str:
         age = time.time() - self.heartbeat
@@ -302,7 +309,15 @@ class DirectoryLock:
             return None, None
         try:
             data = json.loads(text)
-            return Holder(data["host"], int(data["pid"]), float(data["heartbeat"]), data["token"]), text
+            timeout, interval = data.get("timeout"), data.get("interval")
+            return Holder(
+                data["host"],
+                int(data["pid"]),
+                float(data["heartbeat"]),
+                data["token"],
+                float(timeout) if timeout is not None else None,
+                float(interval) if interval is not None else None,
+            ), text
         except (ValueError, KeyError, TypeError):
             pass
         try:  # a lock of the earlier format, "host pid": its file time is its heartbeat
@@ -311,12 +326,18 @@ class DirectoryLock:
         except (OSError, ValueError):
             return None, text
 
+    def timeout_for(self, holder: Holder) -> float:
+        """The silence after which `holder`'s lease is stale: the holder's own timeout where its record says (it
+        renews at its own pace, six times per timeout, whatever timeout the process judging it was given), else
+        this process's."""
+        return holder.timeout if holder.timeout else self.timeout
+
     def _stale(self, holder: Holder) -> bool:
         """On this host the holder's process is checked directly (alive: live, whatever its heartbeat, e.g. a
         run started before leases had heartbeats); on another host only its heartbeat tells."""
         if holder.host == socket.gethostname():
             return not _pid_alive(holder.pid)
-        return time.time() - holder.heartbeat > self.timeout
+        return time.time() - holder.heartbeat > self.timeout_for(holder)
 
     def live_holder(self) -> Holder | None:
         """The process holding a live lease; None when the lease is free, unreadable or stale."""
@@ -331,7 +352,14 @@ class DirectoryLock:
     # --- taking and renewing ------------------------------------------------------------------------
     def _record(self) -> str:
         return json.dumps(
-            {"host": socket.gethostname(), "pid": os.getpid(), "heartbeat": time.time(), "token": self._token}
+            {
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "heartbeat": time.time(),
+                "token": self._token,
+                "timeout": self.timeout,
+                "interval": heartbeat_interval(self.timeout),
+            }
         )
 
     def _take_over(self, holder: Holder | None, text: str) -> None:
@@ -414,7 +442,7 @@ class DirectoryLock:
             raise RunLockedError(
                 f"run directory {self.path.parent} is in use by {holder.describe()}; wait for it, or "
                 f"delete {self.path} if that process is gone (a lease without heartbeat for "
-                f"{self.timeout:.0f} s is taken over by itself)"
+                f"{self.timeout_for(holder):.0f} s is taken over by itself)"
             )
         else:
             raise RunLockedError(f"could not lock run directory {self.path.parent}")
@@ -428,7 +456,7 @@ class DirectoryLock:
         self._thread.start()
 
     def _beat(self) -> None:
-        interval = max(0.05, self.timeout / 6)
+        interval = heartbeat_interval(self.timeout)
         while not self._stop.wait(interval):
             if not self.renew():
                 from lth.stopping import request_stop

@@ -146,6 +146,13 @@ def check_lines(script_module: ModuleType, config: Path, lines: list[ConfigLine]
             directories.append((folder / script_module.run_directory(args)).resolve())
     finally:
         os.chdir(previous)
+    first: dict[Path, int] = {}
+    for line, directory in zip(lines, directories, strict=True):
+        if directory in first:  # e.g. --trial 0 and --seed 42: one run, two writers
+            raise UserError(
+                f"{config} lines {first[directory]} and {line.number} name the same run ({directory}); remove one"
+            )
+        first[directory] = line.number
     return directories
 
 
@@ -208,6 +215,17 @@ def line_environment(slots: int, gpu: str | None) -> dict[str, str] | None:
     return {**os.environ, **env} if env else None
 
 
+def _end_with_the_sweep(sweep_pid: int) -> None:
+    """In a line's process before it starts (Linux): SIGTERM when the sweep dies, even by SIGKILL, so the run saves
+    its progress and stops instead of training on outside the job (reparented to init)."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != sweep_pid:  # the sweep died before that took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def start_line(script: Path, line: ConfigLine, env: dict[str, str] | None = None) -> subprocess.Popen:
     """Run one config line (or a batch of lines, through `lth batch`) as its own process: a crash in one run
     never takes the sweep down. It gets a process group of its own, so a signal reaches it once: forwarded by
@@ -219,25 +237,68 @@ def start_line(script: Path, line: ConfigLine, env: dict[str, str] | None = None
         command = [sys.executable, "-u", "-m", "lth", "batch", str(script), "--lines", *lines]
     else:
         command = [sys.executable, "-u", str(script), *line.argv]
-    return subprocess.Popen(command, cwd=script.parent, process_group=0, env=env)
+    linux = sys.platform.startswith("linux")
+    sweep_pid = os.getpid()
+    return subprocess.Popen(
+        command,
+        cwd=script.parent,
+        process_group=0,
+        env=env,
+        preexec_fn=(lambda: _end_with_the_sweep(sweep_pid)) if linux else None,
+    )
 
 
 def _finished(directory) -> bool:
     return all(is_finished(d) for d in directory) if isinstance(directory, list) else is_finished(directory)
 
 
-def run_lines(script: Path, todo: list[tuple[ConfigLine, Path]], config: Path, parallel: int = 1) -> int:
-    """Run the lines, `parallel` at a time on each device (`device_slots`), each holding its own run's lease. A stop
-    signal is forwarded to every running line; the sweep then starts no more and returns EXIT_RESUME_LATER."""
+def wait_for_lease(line: ConfigLine, directory: Path) -> str:
+    """In an array task: a run held elsewhere may be a failed node's, whose lease still looks fresh. Wait until
+    it is released, goes stale (judged by the holder's own timeout) or the run finishes; its state then."""
     from lth.cluster import run_status
+    from lth.storage import DirectoryLock, heartbeat_interval
+
+    lease = DirectoryLock(directory)
+    holder = lease.live_holder()
+    if holder is None:
+        return run_status(directory)
+    interval = holder.interval or heartbeat_interval(lease.timeout_for(holder))
+    wait = lease.timeout_for(holder) + 2 * interval + 5
+    print(
+        f"line {line.number}: its run is held by {holder.describe()}; waiting up to {wait:.0f} s for that "
+        "lease to be released or go stale",
+        flush=True,
+    )
+    deadline = time.monotonic() + wait
+    state = run_status(directory)
+    while state.startswith("running") and time.monotonic() < deadline:
+        time.sleep(min(2.0, max(0.1, interval / 2)))
+        state = run_status(directory)
+    return state
+
+
+def run_lines(
+    script: Path, todo: list[tuple[ConfigLine, Path]], config: Path, parallel: int = 1, in_array: bool = False
+) -> int:
+    """Run the lines, `parallel` at a time on each device (`device_slots`), each holding its own run's lease. A stop
+    signal is forwarded to every running line; the sweep then starts no more and returns EXIT_RESUME_LATER.
+
+    A line whose run is held by a live lease elsewhere is not run here, and the sweep does not report success:
+    it ends EXIT_RESUME_LATER (run it again once that run has stopped). In an array task (`in_array`) it first
+    waits for such a lease to be released or go stale. After the time-limit warning the task requeues itself,
+    unless this allocation saved no progress: then the line fails, saying why (requeued, it would only do the
+    same again)."""
+    from lth.cluster import REQUEUED, requeue_self, run_status, saved_position
 
     slots = device_slots(parallel) if len(todo) > 1 else [None]
     if len({gpu for gpu in slots if gpu is not None}) > 1:
         print(f"{parallel} line(s) at once on each of the GPUs {', '.join(sorted(set(slots)))}", flush=True)
     running: dict[subprocess.Popen, tuple[ConfigLine, str | None]] = {}
     failures = 0
+    held_elsewhere = 0
     stopped = False
     signals: list[int] = []
+    started: dict[int, tuple[list[Path], list[tuple]]] = {}  # line number: its directories and where they were
 
     def forward(signum, frame) -> None:
         nonlocal stopped
@@ -255,13 +316,27 @@ def run_lines(script: Path, todo: list[tuple[ConfigLine, Path]], config: Path, p
         while queue or running:
             while queue and free and not stopped:
                 line, directory = queue.pop(0)
-                state = run_status(directory[0] if isinstance(directory, list) else directory)
+                directories = directory if isinstance(directory, list) else [directory]
+                state = run_status(directories[0])
+                if state.startswith("running") and in_array:
+                    state = wait_for_lease(line, directories[0])
                 if state.startswith("running") or _finished(directory):
-                    print(f"line {line.number}: {state.replace('running', 'running elsewhere')}; skipping", flush=True)
+                    if not _finished(directory):
+                        held_elsewhere += 1
+                        print(
+                            f"line {line.number}: {state.replace('running', 'running elsewhere')}; not run here",
+                            flush=True,
+                        )
+                    else:
+                        print(f"line {line.number}: finished; skipping", flush=True)
                     bar.update(1)
                     continue
                 gpu = free.pop(0)
                 print(f"line {line.number}: {script.name} {line.text}" + (f" (GPU {gpu})" if gpu else ""), flush=True)
+                started[line.number] = (directories, [saved_position(d) for d in directories])
+                for d in directories:
+                    with contextlib.suppress(OSError):
+                        (d / REQUEUED).unlink(missing_ok=True)  # this task is the one resuming it
                 running[start_line(script, line, line_environment(len(slots), gpu))] = (line, gpu)
             if stopped and not running:
                 break
@@ -276,20 +351,47 @@ def run_lines(script: Path, todo: list[tuple[ConfigLine, Path]], config: Path, p
                     print(f"line {line.number} stopped with its progress saved; resume later", flush=True)
                 elif child.returncode != 0:
                     failures += 1
+                    started.pop(line.number, None)
                     print(f"line {line.number} failed with exit status {child.returncode}", file=sys.stderr)
+                else:
+                    started.pop(line.number, None)
             time.sleep(0.2)
     finally:
         bar.close()
         for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            # A time-limit warning after the lines ended finds nothing left to save: it must not kill the sweep
+            # as it exits (SLURM would report the task failed, by signal).
+            ignore = sig == signal.SIGUSR1 and handler == signal.SIG_DFL
+            signal.signal(sig, signal.SIG_IGN if ignore else handler)
     if stopped:
         print(f"sweep stopped on request; {len(queue)} line(s) not started; run it again to resume", flush=True)
         if signal.SIGUSR1 in signals:  # the cluster's time-limit warning: come back in a new allocation
-            from lth.cluster import requeue_self
-
-            requeue_self()
+            stuck = [
+                number
+                for number, (directories, before) in started.items()
+                if [saved_position(d) for d in directories] == before
+            ]
+            if stuck:
+                print(
+                    f"error: line {', '.join(map(str, stuck))} saved no progress in this allocation before the "
+                    "time-limit warning; not requeued (it would only do the same again): give the job a longer "
+                    "time limit against its warning (SLURM --time and --signal, LSF -W and -wt)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                return 1
+            requeue_self([d for directories, _ in started.values() for d in directories])
         return EXIT_RESUME_LATER
-    return 1 if failures else 0
+    if failures:
+        return 1
+    if held_elsewhere:
+        print(
+            f"{held_elsewhere} line(s) held by a live run elsewhere were not run here; run the sweep again "
+            "once they have stopped",
+            flush=True,
+        )
+        return EXIT_RESUME_LATER
+    return 0
 
 
 def sweep(
@@ -301,6 +403,8 @@ def sweep(
     parallel: int = 1,
     batch: bool = False,
     max_batch: int | None = None,
+    submit_options: str = "",
+    max_parallel: int = 8,
 ) -> int:
     """Run the config file's unfinished lines (or, inside an array job, the line of its index)."""
     from lth.cluster import submit
@@ -318,7 +422,17 @@ def sweep(
             flush=True,
         )
     if submit_to:
-        submit(submit_to, config.resolve(), script.resolve(), len(todo), yes, batch=batch, max_batch=max_batch)
+        submit(
+            submit_to,
+            config.resolve(),
+            script.resolve(),
+            len(todo),
+            yes,
+            batch=batch,
+            max_batch=max_batch,
+            options=submit_options,
+            max_parallel=max_parallel,
+        )
         return 0
     index = array_index()
     if index is not None:
@@ -332,4 +446,4 @@ def sweep(
         for line, _ in pending:
             print(f"would run line {line.number}: {script.name} {line.text}")
         return 0
-    return run_lines(script, pending, config, parallel)
+    return run_lines(script, pending, config, parallel, in_array=index is not None)
