@@ -23,6 +23,7 @@ from lth.errors import UserError
 from lth.mask_file import load_mask, save_mask
 from lth.masks import Mask
 from lth.results import COST_COLUMNS, is_finished, read_csv_rows, round_mask_path, rounds_done
+from lth.settings import BRANCH_SUFFIX, CONTROL_RUN_TYPES
 from lth.stopping import StopRequested, stop_requested
 from lth.storage import DirectoryLock, load_checkpoint
 
@@ -42,6 +43,29 @@ def ticket_wait_seconds() -> float:
             raise UserError(f"$LTH_TICKET_WAIT={text!r}: expected seconds, e.g. 300") from None
     in_cluster_job = any(os.environ.get(name) for name in ("SLURM_JOB_ID", "LSB_JOBID"))
     return 300.0 if in_cluster_job else 0.0
+
+
+def ticket_of(run_path: Path) -> Path | None:
+    """The winning ticket's run directory of a control of the ticket's definition (None for other runs): the same
+    name with `winning_ticket` for `<run type>-of-ticket` (the run type and control_mask are in the readable prefix,
+    never in the hash)."""
+    for run_type in CONTROL_RUN_TYPES:
+        label = f"_{run_type}{BRANCH_SUFFIX}_"
+        if label in f"{run_path.name}_":
+            return run_path.with_name(f"{run_path.name}_".replace(label, "_winning_ticket_", 1).rstrip("_"))
+    return None
+
+
+def dependency(run_path: Path) -> str | None:
+    """What `lth status` says of a control's ticket: its name and how far it has got."""
+    ticket = ticket_of(run_path)
+    if ticket is None:
+        return None
+    if is_finished(ticket):
+        return f"branch of {ticket.name} (finished)"
+    done = rounds_done(ticket)
+    reached = f"at round {max(done) + 1}" if done else ("not started" if not ticket.exists() else "in round 0")
+    return f"branch of {ticket.name} ({reached})"
 
 
 def keep_round_mask(run_path: Path, round_index: int, mask: Mask, run_name: str) -> None:

@@ -152,6 +152,7 @@ def resolve_script(config: str, script: str | None) -> Path:
 
 
 def show_status(results_dir: str | None, config: str | None, script: str) -> None:
+    from lth.branches import dependency
     from lth.cluster import duration, round_progress, run_status
 
     rows = []
@@ -189,6 +190,8 @@ def show_status(results_dir: str | None, config: str | None, script: str) -> Non
         else:
             left += progress.seconds_left or 0.0
         print(f"{label:<9} {state:<40} {str(progress):>26}  {shown_name(path, names, base)}")
+        if kind != "finished" and dependency(path):
+            print(f"{'':<9} {'':<40} {'':>26}    {dependency(path)}")
     print("total: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
     if left:
         print(

@@ -295,6 +295,7 @@ IMP_MODES = ("iterative", "oneshot")
 # Where a control's mask of each round comes from: the winning ticket's (Frankle & Carbin's definition), or the
 # control's own trained weights (the earlier study's variant, kept reachable).
 CONTROL_MASKS = ("ticket", "own")
+BRANCH_SUFFIX = "-of-ticket"  # a control of the ticket's definition: `<run type>-of-ticket` in its run name
 
 
 def run_type_setting(aliases: Iterable[Alias] = ()) -> Any:
@@ -518,7 +519,7 @@ class IMPRunSettings(ReportingSettings):
 
     def run_label(self) -> str:
         """The run-type part of the name: winning_ticket, random_reinit-of-ticket, random_reinit (own masks)."""
-        return f"{self.run_type}-of-ticket" if self.follows_ticket() else self.run_type
+        return f"{self.run_type}{BRANCH_SUFFIX}" if self.follows_ticket() else self.run_type
 
     def ticket_settings(self):
         """The winning ticket this control branches from (same settings, run type winning_ticket)."""

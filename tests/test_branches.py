@@ -193,3 +193,22 @@ def test_the_earlier_variant_gives_the_csvs_it_gave_before(name, mnist, tmp_path
     for table in ("rounds.csv", "curve.csv"):
         made = without_cost(tmp_path / name / table, drop=("control_mask",))
         assert made == without_cost(GOLDEN / name / table), table
+
+
+@pytest.mark.parametrize(
+    "folder, cls, argv",
+    [
+        ("Lenet-300-100", "LenetSettings", ["--run_type", "random_reinit", "--iterations", "500", "--trial", "2"]),
+        ("CNN", "ConvSettings", ["--arch", "Conv-4", "--run_type", "random_prune", "--lr", "0.001"]),
+        ("VGG", "VGGSettings", ["--run_type", "random_reinit", "--rewind_iteration", "500", "--width", "0.5"]),
+    ],
+)
+def test_status_names_a_controls_ticket(folder, cls, argv, tmp_path):
+    from lth.branches import dependency, ticket_of
+
+    settings = getattr(family_module(folder, "settings"), cls).from_argv(argv)
+    control = tmp_path / settings.run_name()
+    assert ticket_of(control) == tmp_path / settings.ticket_settings().run_name()
+    assert dependency(control) == f"branch of {settings.ticket_settings().run_name()} (not started)"
+    earlier = getattr(family_module(folder, "settings"), cls).from_argv([*argv, "--control_mask", "own"])
+    assert ticket_of(tmp_path / earlier.run_name()) is None
