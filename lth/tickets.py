@@ -101,6 +101,7 @@ class Ticket:
     kind: str = "ticket"  # ticket | ensemble | earlier-format
     path: Path | None = None
     base_identity: dict | None = None  # recorded in the file: what the base model is (lth/model_identity.py)
+    file_format: str = TICKET_FORMAT  # what the file it was read from is (pickled and earlier files convert)
 
     @property
     def sparsity(self) -> float:
@@ -315,7 +316,13 @@ def _from_pickled(raw: dict, path: Path, flag: str) -> Ticket:
     weights = raw["rewind_weights"]
     _check_mask_fits(mask, weights, path, flag)
     return Ticket(
-        raw["base_model"], mask, weights, raw.get("head", {}), raw.get("metadata", {}), raw.get("kind", "ticket")
+        raw["base_model"],
+        mask,
+        weights,
+        raw.get("head", {}),
+        raw.get("metadata", {}),
+        raw.get("kind", "ticket"),
+        file_format=f"{PICKLED_TICKET_FORMAT} v{raw.get('version', 1)} (torch pickle)",
     )
 
 
@@ -387,7 +394,7 @@ def _from_earlier(raw: dict, path: Path, flag: str) -> Ticket:
         "earlier_head_keys": sorted(old_head),  # a 2-layer head that HF's classifier cannot take
         "earlier_head": _describe_earlier_head(old_head, head_masks),
     }
-    return Ticket(base_model, mask, body, {}, metadata, "earlier-format")
+    return Ticket(base_model, mask, body, {}, metadata, "earlier-format", file_format="earlier study (torch pickle)")
 
 
 def _plain(value):
@@ -542,6 +549,43 @@ def load_ticket_into(model: nn.Module, ticket: Ticket, with_head: bool = False) 
     ticket.mask.apply(model)
 
 
+NOT_RECORDED = "not recorded"
+
+
+def _text(value, missing: str = NOT_RECORDED) -> str:
+    """A metadata value as printed: never `None`."""
+    return missing if value is None or value == "" else str(value)
+
+
+def _percent(value) -> str:
+    return f"{100 * value:.2f}%" if isinstance(value, (int, float)) else _text(value)
+
+
+def stored_sparsity_note(ticket: Ticket) -> str | None:
+    """Why an earlier file's recorded sparsity differs from the one measured over the prunable weights (None when
+    they agree). The earlier code counted its head's weights too; if that accounts for the difference, say so."""
+    reached = ticket.metadata.get("sparsity_reached")
+    if not isinstance(reached, (int, float)) or abs(reached - ticket.sparsity) < 5e-5:
+        return None
+    total, pruned = ticket.mask.total(), ticket.mask.total() - ticket.mask.kept()
+    head = [layer for layer in ticket.metadata.get("earlier_head") or [] if "shape" in layer]
+    head_weights = sum(int(torch.Size(layer["shape"]).numel()) for layer in head)
+    head_pruned = sum(
+        layer.get("mask_sparsity", layer["sparsity"]) * torch.Size(layer["shape"]).numel() for layer in head
+    )
+    if head_weights and abs((pruned + head_pruned) / (total + head_weights) - reached) < 5e-5:
+        return (
+            f"the file's {_percent(reached)} counts its head's {head_weights:,} weights ({round(head_pruned):,} of "
+            f"them pruned) beside the {total:,} prunable ones; over the prunable weights alone (the toolkit's "
+            f"measure, as in Chen et al.) it is {_percent(ticket.sparsity)}"
+        )
+    return (
+        f"the file records {_percent(reached)}, {100 * (reached - ticket.sparsity):+.2f} points from the "
+        f"{_percent(ticket.sparsity)} measured over the {total:,} prunable weights; the earlier code counted "
+        "another set of weights (its head does not account for it)"
+    )
+
+
 def describe_ticket(path: str | os.PathLike, model_name_or_path: str | None = None) -> str:
     """A readable summary of a ticket file: what it is, where it came from, and its per-layer sparsity."""
     ticket = load_ticket(path, flag="ticket", model_name_or_path=model_name_or_path)
@@ -550,24 +594,44 @@ def describe_ticket(path: str | os.PathLike, model_name_or_path: str | None = No
     base = ticket.base_model
     if meta.get("base_model_source"):
         base += f" ({meta['base_model_source']})"
+    identity = ticket.base_identity
     measured = f"{100 * ticket.sparsity:.2f}% of {ticket.mask.total():,} prunable weights"
+    weights = (
+        "read from the base model (not stored: the pre-trained weights under the mask)"
+        if ticket.weights is None
+        else "stored in the file"
+    )
     lines = [
-        f"ticket file      {ticket.path}",
+        f"ticket file      {ticket.path} ({ticket.file_format})",
         f"kind             {ticket.kind}",
         f"base model       {base}",
-        f"task             {meta.get('task')}",
-        f"seed             {meta.get('seed')}",
-        f"rewound to       {meta.get('rewind_to')}",
+    ]
+    if identity:
+        lines.append(f"base identity    {_identity_text(identity)}")
+    lines += [
+        f"task             {_text(meta.get('task'), 'unknown (not in the file, its _summary.json or its name)')}",
+        f"seed             {_text(meta.get('seed'))}",
+        f"rewound to       {_text(meta.get('rewind_to'))}",
+        f"weights          {weights}",
     ]
     if earlier:
-        reached = meta.get("sparsity_reached")
-        reached_text = f"{100 * reached:.2f}%" if isinstance(reached, (int, float)) else str(reached)
         lines += [
-            f"sparsity         {measured} (measured from the mask, from {meta.get('mask_source')})",
-            f"sparsity reached {reached_text} (as the earlier file records it)",
+            f"sparsity         {measured} (measured from the mask, from {_text(meta.get('mask_source'))})",
+            f"sparsity stored  {_percent(meta.get('sparsity_reached'))} (as the earlier file records it)",
         ]
+        note = stored_sparsity_note(ticket)
+        if note:
+            lines.append(f"                 {note}")
+    elif ticket.kind == "ensemble":
+        lines.append(f"sparsity         {measured} (the {_text(meta.get('combine'), 'combination')} of two tickets)")
     else:
-        lines.append(f"sparsity         {measured} (target {meta.get('target_sparsity')})")
+        lines.append(f"sparsity         {measured} (target {_percent(meta.get('target_sparsity'))})")
+    accuracy = meta.get("accuracy") or {}
+    if accuracy:
+        metrics = ", ".join(f"{k} {v:.2f}" for k, v in accuracy.items() if k != "round" and isinstance(v, float))
+        lines.append(
+            f"accuracy         {metrics} (dev, round {_text(accuracy.get('round'))}: the round this mask trained)"
+        )
     head_layers = meta.get("earlier_head") if earlier else None
     if head_layers:
         lines.append(
@@ -589,8 +653,8 @@ def describe_ticket(path: str | os.PathLike, model_name_or_path: str | None = No
     else:
         lines.append(f"head             {', '.join(ticket.head) or 'none (a fresh head is drawn when it is used)'}")
     if ticket.kind == "ensemble":
-        lines.append(f"combined         {meta.get('combine')} of {', '.join(map(str, meta.get('sources', [])))}")
-        lines.append(f"Jaccard overlap  {meta.get('jaccard')}")
+        lines.append(f"combined         {_text(meta.get('combine'))} of {', '.join(map(str, meta.get('sources', [])))}")
+        lines.append(f"Jaccard overlap  {_text(meta.get('jaccard'))}")
     history = meta.get("history")
     if isinstance(history, list) and history:
         lines.append("history          round  sparsity%  dev metrics")
@@ -603,5 +667,58 @@ def describe_ticket(path: str | os.PathLike, model_name_or_path: str | None = No
             )
     elif isinstance(history, dict):
         lines.append(f"history          {', '.join(f'{k}: {v}' for k, v in history.items())}")
+    provenance = meta.get("provenance") or {}
+    if provenance.get("converted_from"):
+        source = provenance["converted_from"]
+        lines.append(
+            f"converted from   {source.get('path')} ({source.get('format')}, {source.get('bytes', 0):,} bytes)"
+        )
     lines.append(ticket.mask.summary())
     return "\n".join(lines)
+
+
+def _identity_text(identity: dict) -> str:
+    if identity.get("source") == "hub":
+        return f"{identity.get('key')} (hub name, revision {_text(identity.get('revision'), 'not known here')})"
+    return (
+        f"{identity.get('key')} (config sha256 {str(identity.get('config_sha256'))[:12]}, "
+        f"weights sha256 {str(identity.get('weights_sha256'))[:12]})"
+    )
+
+
+def convert_ticket(
+    source: str | os.PathLike, output: str | os.PathLike | None = None, model_name_or_path: str | None = None
+) -> Path:
+    """Write any readable ticket (this toolkit's pickled .pt, the earlier study's file) in the current format,
+    beside it as <stem>.safetensors unless `output` is given; an existing output is never replaced."""
+    source = Path(source)
+    ticket = load_ticket(source, "ticket", model_name_or_path=model_name_or_path)
+    if ticket.file_format == TICKET_FORMAT:
+        raise UserError(f"ticket {source} is already in the current format ({TICKET_FORMAT})")
+    out = Path(output) if output else source.with_suffix(TICKET_SUFFIX)
+    if out.exists():
+        raise UserError(f"--output {out} exists; pass another --output or move that file")
+    if not out.parent.is_dir():
+        raise UserError(f"--output {out}: the folder {out.parent} does not exist")
+    provenance = dict(ticket.metadata.get("provenance") or {})
+    provenance["converted_from"] = {
+        "path": str(source),
+        "format": ticket.file_format,
+        "bytes": source.stat().st_size,
+        "sha256": _sha256(source),
+    }
+    ticket.metadata["provenance"] = provenance
+    if ticket.base_identity is None and ticket.metadata.get("base_model_source", "").startswith("inferred"):
+        # An inferred base (from the weight shapes) is a guess: record it as such, not as a digest.
+        ticket.base_identity = {"key": ticket.base_model, "source": "inferred from the weight shapes"}
+    return save_ticket(out, ticket)
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
