@@ -617,7 +617,7 @@ def describe_ticket(path: str | os.PathLike, model_name_or_path: str | None = No
     if earlier:
         lines += [
             f"sparsity         {measured} (measured from the mask, from {_text(meta.get('mask_source'))})",
-            f"sparsity stored  {_percent(meta.get('sparsity_reached'))} (as the earlier file records it)",
+            f"sparsity reached {_percent(meta.get('sparsity_reached'))} (as the earlier file records it)",
         ]
         note = stored_sparsity_note(ticket)
         if note:
