@@ -153,3 +153,24 @@ def test_export_bad_input_is_one_line_and_leaves_nothing(bert_run, tmp_path, cap
         err = capsys.readouterr().err.strip()
         assert stop.value.code == 2 and needle in err and len(err.splitlines()) == 1, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["full"] and (full / "x").read_text() == "keep"
+
+
+def test_lth_cost_of_an_export_and_of_a_ticket(bert_run, tmp_path, capsys):
+    import json
+
+    _, run_dir, args = bert_run
+    out = tmp_path / "export"
+    lth(["export", str(run_dir), str(out)])
+    capsys.readouterr()
+    fast = ["--batch_sizes", "1", "2", "--threads", "1", "--min_run_time", "0.01"]
+    lth(["cost", str(out), *fast, "--output", str(tmp_path / "cost.json")])
+    text = capsys.readouterr().out
+    report = json.loads((tmp_path / "cost.json").read_text())
+    mask, _ = load_mask(out / "mask.safetensors")
+    assert report["total"]["weights_remaining_pct"] == pytest.approx(100 * (1 - mask.sparsity()))
+    query = next(r for r in report["layers"] if r["layer"] == "bert.encoder.layer.0.attention.self.query")
+    assert query["flops"] == 32 * 32 * 32  # 32 tokens x a 32x32 weight
+    assert query["flops_nz"] == 32 * int(mask["bert.encoder.layer.0.attention.self.query.weight"].sum())
+    assert "machine: " in text and "2:4 semi-structured" in text and "dense ms" in text
+    lth(["cost", str(args.ticket_path(args.sparsity)), *fast])
+    assert "bitmask + nonzero fp32" in capsys.readouterr().out
