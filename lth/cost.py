@@ -26,6 +26,7 @@ import json
 import math
 import os
 import platform
+import warnings
 from pathlib import Path
 
 import torch
@@ -143,7 +144,9 @@ class CSRLinear(nn.Module):
 
     def __init__(self, linear: nn.Linear):
         super().__init__()
-        self.weight = linear.weight.detach().to_sparse_csr()
+        with warnings.catch_warnings():  # torch calls its CSR support beta; what it computes is checked in latency()
+            warnings.simplefilter("ignore", UserWarning)
+            self.weight = linear.weight.detach().to_sparse_csr()
         self.bias = linear.bias.detach() if linear.bias is not None else None
         self.out_features = linear.out_features
 
