@@ -63,7 +63,9 @@ def write_tickets(args: LotterySettings, run_path: Path) -> list[Path]:
     ):
         path = args.ticket_path(sparsity)
         refuse_other_ticket(path, args, sparsity)
-        accuracy = {k: row[k] for k in ("round", "dev_accuracy", "dev_f1", "dev_loss") if row.get(k) is not None}
+        accuracy = {
+            key: row[key] for key in ("round", "dev_accuracy", "dev_f1", "dev_loss") if row.get(key) is not None
+        }
         ticket = make_ticket(
             args.model_name_or_path,
             ticket_mask,

@@ -41,7 +41,7 @@ IMAGE_MODELS = {
     "VGG-19": ("VGG", "vgg19", lambda s: [s.get("width", 1.0)]),
     **{
         arch: ("CNN", "build_model", lambda s, arch=arch: [arch, s.get("dropout_rate", 0.0)])
-        for arch in ("conv2", "conv4", "conv6")
+        for arch in ("Conv-2", "Conv-4", "Conv-6")
     },
 }
 DATASETS = {"Lenet-300-100": "mnist", "CNN": "cifar10", "VGG": "cifar10"}
@@ -108,6 +108,7 @@ def bert_classifier(base_model: str, num_labels: int = 2) -> nn.Module:
     from lth.model_identity import resolve_model_path
 
     logging.set_verbosity_error()
+    logging.disable_progress_bar()
     try:
         return AutoModelForSequenceClassification.from_pretrained(
             resolve_model_path(base_model), num_labels=num_labels, local_files_only=hub_offline()
