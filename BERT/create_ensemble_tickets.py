@@ -133,7 +133,7 @@ def combine_tickets(a: Ticket, b: Ticket, combine: str, weights: dict) -> tuple[
     }
     metadata = dict(
         summary,
-        task=f"{a.metadata.get('task')}+{b.metadata.get('task')}",
+        task="+".join(str(t.metadata.get("task") or "unknown") for t in (a, b)),  # never 'None+qqp'
         seed=a.metadata.get("seed"),
         rewind_to="pretrained",
         target_sparsity=None,

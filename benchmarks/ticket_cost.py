@@ -111,33 +111,37 @@ def measure(name, levels, make_inputs, batches, threads, min_run_time, rows):
 
 
 def crossovers(rows):
-    """Per model, batch and threads: the weights remaining below which CSR is faster (linear between levels)."""
+    """Per model, batch and threads: the weights remaining at or below which CSR was faster at every measured level
+    (interpolated to speedup 1 between the last such level and the next), and where else it was faster (noise on a
+    contended machine can make a single level look faster)."""
     found = []
     keys = sorted({(r["model"], r["batch"], r["threads"]) for r in rows})
     for model, batch, threads in keys:
         points = sorted(
-            (
-                (r["weights_remaining_pct"], r["speedup"])
-                for r in rows
-                if (r["model"], r["batch"], r["threads"]) == (model, batch, threads)
-            ),
-            reverse=True,
+            (r["weights_remaining_pct"], r["speedup"])
+            for r in rows
+            if (r["model"], r["batch"], r["threads"]) == (model, batch, threads)
         )
-        crossing = None
-        for (w_hi, s_hi), (w_lo, s_lo) in zip(points, points[1:], strict=False):
-            if s_hi < 1 <= s_lo:
-                crossing = w_hi + (1 - s_hi) * (w_lo - w_hi) / (s_lo - s_hi)
-                break
-        faster = [w for w, s in points if s > 1]
+        contiguous = -1
+        while contiguous + 1 < len(points) and points[contiguous + 1][1] > 1:
+            contiguous += 1
+        if contiguous < 0:
+            crossing = "never (slower at every level)"
+        elif contiguous == len(points) - 1:
+            crossing = "always (faster at every level)"
+        else:
+            (w_lo, s_lo), (w_hi, s_hi) = points[contiguous], points[contiguous + 1]
+            crossing = round(w_lo + (s_lo - 1) * (w_hi - w_lo) / (s_lo - s_hi), 2)
         found.append(
             {
                 "model": model,
                 "batch": batch,
                 "threads": threads,
-                "crossover_weights_remaining_pct": "" if crossing is None else round(crossing, 2),
-                "sparse_faster_at_levels_pct": " ".join(f"{w:.1f}" for w in faster),
+                "crossover_weights_remaining_pct": crossing,
+                "sparse_faster_at_levels_pct": " ".join(f"{w:.1f}" for w, s in points if s > 1),
                 "best_speedup": round(max(s for _, s in points), 3),
                 "at_weights_remaining_pct": round(max(points, key=lambda p: p[1])[0], 2),
+                "worst_speedup": round(min(s for _, s in points), 3),
             }
         )
     return found
@@ -207,7 +211,7 @@ def plot(rows, crossing, path: Path, header: str) -> None:
             top.plot(w, [p[1] for p in points], "--", color=colour, label=f"dense, batch {batch}")
             top.plot(w, [p[2] for p in points], "-o", color=colour, markersize=3, label=f"sparse CSR, batch {batch}")
             cross = next((c for c in crossing if c["model"] == model and c["batch"] == batch), None)
-            if cross and cross["crossover_weights_remaining_pct"] != "":
+            if cross and isinstance(cross["crossover_weights_remaining_pct"], float):
                 top.axvline(cross["crossover_weights_remaining_pct"], color=colour, alpha=0.4, linestyle=":")
         top.set_xscale("log")
         top.set_yscale("log")
@@ -249,7 +253,24 @@ def main(argv=None) -> None:
     parser.add_argument("--lenet_iterations", type=int, default=2000)
     parser.add_argument("--conv2_iterations", type=int, default=1000)
     parser.add_argument("--models", nargs="+", default=["lenet", "conv2", "minilm"])
+    parser.add_argument(
+        "--from_csv", action="store_true", help="redraw crossover.csv and the figure from --out's ticket_cost.csv"
+    )
     args = parser.parse_args(argv)
+    if args.from_csv:
+        out = Path(args.out)
+        with (out / "ticket_cost.csv").open() as handle:
+            rows = [
+                {
+                    k: (v if k in ("model", "level") else float(v) if "." in v or "e" in v else int(v))
+                    for k, v in r.items()
+                }
+                for r in csv.DictReader(handle)
+            ]
+        crossing = crossovers(rows)
+        write_csv(out / "crossover.csv", crossing)
+        plot(rows, crossing, out / "ticket_cost.png", (out / "machine.txt").read_text().strip())
+        return
     torch.set_num_threads(max(args.threads))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
