@@ -2,8 +2,8 @@
 the pre-trained weights; reports both input sparsities, the result's, and the masks' Jaccard overlap
 per layer and overall (all over the prunable weights).
 
-    python create_ensemble_tickets.py --ticket_a models/lottery_ticket_sst2_sparsity60_seed42.pt \\
-        --ticket_b models/lottery_ticket_qqp_sparsity70_seed42.pt --combine union
+    python create_ensemble_tickets.py --ticket_a models/lottery_ticket_sst2_sparsity60_seed42.safetensors \\
+        --ticket_b models/lottery_ticket_qqp_sparsity70_seed42.safetensors --combine union
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ from model import classifier_factory, resolve_model
 
 from lth.arguments import ArgumentParser
 from lth.errors import UserError, user_facing
+from lth.model_identity import identify_model
 from lth.results import write_csv
 from lth.storage import atomic_write_json, read_json
-from lth.tickets import KEEP_POOLER_LABEL, Ticket, load_ticket, make_ticket, save_ticket
+from lth.tickets import KEEP_POOLER_LABEL, TICKET_SUFFIX, Ticket, load_ticket, make_ticket, save_ticket
 
 HERE = Path(__file__).resolve().parent
 LAYER_COLUMNS = ["layer", "weights", "sparsity_a_pct", "sparsity_b_pct", "sparsity_result_pct", "jaccard"]
@@ -37,7 +38,7 @@ def parse_args(argv=None):
     parser.add_argument(
         "--output_name",
         default=None,
-        help="file name (default: ensemble_ticket_<taskA>_<taskB>_<combine>_seed<seed>.pt)",
+        help="file name (default: ensemble_ticket_<taskA>_<taskB>_<combine>_seed<seed>.safetensors)",
     )
     parser.add_argument(
         "--model_name_or_path",
@@ -47,18 +48,16 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def same_base_model(a: str, b: str) -> bool:
-    """Hub names compare as text; local folders by their resolved path."""
-    if a == b:
-        return True
-    pa, pb = Path(a).expanduser(), Path(b).expanduser()
-    return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
+def base_model_key(ticket: Ticket) -> str:
+    """The ticket's base model by content: as its file records it, else what its base model is now."""
+    return (ticket.base_identity or {}).get("key") or identify_model(ticket.base_model).key
 
 
 def check_same_base(a: Ticket, b: Ticket) -> None:
-    if not same_base_model(a.base_model, b.base_model):
+    if base_model_key(a) != base_model_key(b):
         raise UserError(
-            f"tickets of different base models: --ticket_a {a.path} is {a.base_model}, --ticket_b {b.path} is {b.base_model}"
+            f"tickets of different base models: --ticket_a {a.path} is {base_model_key(a)}, "
+            f"--ticket_b {b.path} is {base_model_key(b)}"
         )
     a.mask.check_compatible(b.mask, what=f"tickets {a.path.name} and {b.path.name}")
 
@@ -89,7 +88,7 @@ def ensemble_name(a: Ticket, b: Ticket, combine: str) -> str:
     seeds = {t.metadata.get("seed") for t in (a, b)}
     seed = "-".join(str(t.metadata.get("seed")) for t in (a, b)) if len(seeds) > 1 else str(seeds.pop())
     suffix = f"_{KEEP_POOLER_LABEL}" if all(t.metadata.get("keep_pooler") for t in (a, b)) else ""
-    return f"ensemble_ticket_{tasks[0]}_{tasks[1]}_{combine}_seed{seed}{suffix}.pt"
+    return f"ensemble_ticket_{tasks[0]}_{tasks[1]}_{combine}_seed{seed}{suffix}{TICKET_SUFFIX}"
 
 
 def refuse_other_ensemble(out: Path, summary: dict) -> None:
@@ -134,7 +133,7 @@ def combine_tickets(a: Ticket, b: Ticket, combine: str, weights: dict) -> tuple[
     }
     metadata = dict(
         summary,
-        task=f"{a.metadata.get('task')}+{b.metadata.get('task')}",
+        task="+".join(str(t.metadata.get("task") or "unknown") for t in (a, b)),  # never 'None+qqp'
         seed=a.metadata.get("seed"),
         rewind_to="pretrained",
         target_sparsity=None,

@@ -2,7 +2,7 @@
 target task with a fresh head, `headonly` (encoder frozen) or `full` (encoder trained, mask still
 enforced), scored on the full target dev set; one row per run appended to a transfer CSV.
 
-    python few_shot_training.py --checkpoint models/lottery_ticket_sst2_sparsity60_seed42.pt --target qqp --mode full --seed 42
+    python few_shot_training.py --checkpoint models/lottery_ticket_sst2_sparsity60_seed42.safetensors --target qqp --mode full --seed 42
 """
 
 from __future__ import annotations

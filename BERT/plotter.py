@@ -2,7 +2,7 @@
 source x target heatmap per mode, per-layer sparsity of a ticket, and mask overlap between tickets.
 
     python plotter.py --results_dir results/lth --transfer_csv results/fewshot/transfer.csv \\
-        --tickets models/lottery_ticket_*.pt --save_dir results/figures
+        --tickets models/lottery_ticket_*.safetensors --save_dir results/figures
 """
 
 from __future__ import annotations

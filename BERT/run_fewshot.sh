@@ -50,9 +50,9 @@ fi
 mkdir -p outputs
 PYTHON="${LTH_PYTHON:-python}"
 for seed in 42 123 999; do
-    a="models/lottery_ticket_sst2_sparsity60_seed${seed}.pt"
-    b="models/lottery_ticket_qqp_sparsity70_subset67360_seed${seed}.pt"
-    if [ -f "$a" ] && [ -f "$b" ] && [ ! -f "models/ensemble_ticket_sst2_qqp_union_seed${seed}.pt" ]; then
+    a="models/lottery_ticket_sst2_sparsity60_seed${seed}.safetensors"
+    b="models/lottery_ticket_qqp_sparsity70_subset67360_seed${seed}.safetensors"
+    if [ -f "$a" ] && [ -f "$b" ] && [ ! -f "models/ensemble_ticket_sst2_qqp_union_seed${seed}.safetensors" ]; then
         "$PYTHON" create_ensemble_tickets.py --ticket_a "$a" --ticket_b "$b" --combine union --save_dir models
     fi
 done

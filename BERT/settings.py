@@ -12,6 +12,7 @@ from trainer import WEIGHT_DECAY
 
 from lth.arguments import fraction, non_negative_float, non_negative_int, positive_int
 from lth.errors import UserError
+from lth.model_identity import ModelIdentity, identify_model, model_key
 from lth.settings import (
     Alias,
     ReportingSettings,
@@ -28,13 +29,14 @@ from lth.settings import (
     setting,
 )
 from lth.text_data import GLUE_TASKS
-from lth.tickets import KEEP_POOLER_LABEL
+from lth.tickets import KEEP_POOLER_LABEL, TICKET_SUFFIX
 
 HERE = Path(__file__).resolve().parent
 
 
 def model_label(name_or_path: str) -> str:
-    return Path(name_or_path.rstrip("/")).name or "model"
+    """The model as run and ticket names show it: what it is (lth.model_identity), never its folder's name."""
+    return model_key(name_or_path)
 
 
 def percent(value: float) -> int:
@@ -105,6 +107,33 @@ class LotterySettings(ReportingSettings):
         if self.rewind_to == "warmup" and self.warmup == 0:
             raise UserError("--rewind_to warmup needs --warmup of at least 1 epoch")
 
+    # --- the model by content: two folders of one model are one run; two models in folders of one name are not ---
+    def model_identity(self) -> ModelIdentity:
+        return identify_model(self.model_name_or_path)
+
+    def identity(self) -> dict:
+        return dict(super().identity(), model_name_or_path=self.model_identity().key)
+
+    def to_json(self) -> dict:
+        return dict(super().to_json(), model_identity=self.model_identity().to_json())
+
+    def differences(self, saved: dict) -> list[str]:
+        """As Settings.differences, the model compared by the identity the run recorded (its folder may have changed
+        since), or, for a settings.json written before identities were recorded, by what its folder holds now."""
+        earlier = type(self).from_saved(saved)
+        recorded = (saved.get("model_identity") or {}).get("key")
+        before = dict(earlier.identity(), model_name_or_path=recorded) if recorded else earlier.identity()
+        now = self.identity()
+        return [k for k in now if before[k] != now[k]]
+
+    def ticket_owner(self, sparsity: float) -> dict:
+        """What a ticket file at `sparsity` is made of: this run's identity, less the target sparsity for the dense
+        (sparsity 0) ticket, which every target shares. A ticket file of another owner is never overwritten."""
+        owner = self.identity()
+        if sparsity == 0:
+            owner.pop("sparsity")
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in owner.items()}
+
     def _readable(self, first: tuple, sparsity: float) -> list[tuple]:
         parts = [first, ("", model_label(self.model_name_or_path)), ("sparsity", percent(sparsity))]
         parts.append(("rewind-", self.rewind_to))
@@ -123,7 +152,7 @@ class LotterySettings(ReportingSettings):
         name (lottery_ticket_sst2_sparsity60_seed42) is kept for its settings (bert-base-uncased, rewound to the
         pre-trained weights, whole training set); any other setting adds to it, as the run name does."""
         parts = [("lottery_ticket_", self.task)]
-        if self.model_name_or_path != DEFAULT_MODEL:
+        if model_label(self.model_name_or_path) != DEFAULT_MODEL:
             parts.append(("", model_label(self.model_name_or_path)))
         parts.append(("sparsity", percent(sparsity)))
         if self.rewind_to != "pretrained":
@@ -134,7 +163,7 @@ class LotterySettings(ReportingSettings):
         if self.keep_pooler:
             parts.append(("", KEEP_POOLER_LABEL))
         extra = self.run_name()[len(self.name_prefix()) :]  # _h<hash> of the other non-default settings
-        return Path(self.ticket_dir) / f"{readable_name(parts)}{extra}.pt"
+        return Path(self.ticket_dir) / f"{readable_name(parts)}{extra}{TICKET_SUFFIX}"
 
 
 @dataclass
@@ -147,7 +176,9 @@ class FewShotSettings(Settings):
     NAME_FIELDS = ("target", "checkpoint", "finetune", "fewshot_size", "seed")
 
     checkpoint: str = setting(
-        None, "ticket file (lottery_ticket_*.pt, ensemble_ticket_*.pt) or earlier-format checkpoint (required)"
+        None,
+        "ticket file (lottery_ticket_*.safetensors, ensemble_ticket_*.safetensors, or an earlier .pt ticket) or "
+        "earlier-format checkpoint (required)",
     )
     target: str = setting(None, "task to fine-tune and score on (required)", choices=sorted(GLUE_TASKS))
     finetune: str = setting(

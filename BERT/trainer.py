@@ -12,6 +12,7 @@ from pruning import ChenPruning, bert_prunable_names
 from torch import nn
 
 from lth.imp import IMPRecipe
+from lth.model_identity import model_key
 from lth.text_data import LengthGroupedBatches, evaluate_text, sequence_logits
 from lth.training import RoundSchedule
 
@@ -103,7 +104,7 @@ def build_recipe(
     if prunable_names is None:
         prunable_names = bert_prunable_names(model_factory())
     return IMPRecipe(
-        arch=args.model_name_or_path,
+        arch=model_key(args.model_name_or_path),  # the model by content: two folders of one model are one arch
         model_factory=model_factory,
         policy=ChenPruning(args.prune_step_of_original, args.sparsity),
         make_optimizer=lambda model: make_adamw(model, args.lr, args.weight_decay),

@@ -93,8 +93,38 @@ def build_parser() -> ArgumentParser:
     stability.add_argument("--points", type=positive_int, default=11, help="points on the linear path (>= 2)")
     stability.add_argument("--output_dir", default=None, help="default: <the run's output_dir>/stability")
 
-    ticket = commands.add_parser("ticket", help="describe a BERT ticket file (masks, sparsity per layer, metadata)")
-    ticket.add_argument("path")
+    ticket = commands.add_parser(
+        "ticket",
+        help="describe a BERT ticket file (masks, sparsity per layer, metadata); "
+        "`lth ticket convert FILE...` writes earlier .pt tickets as safetensors",
+    )
+    ticket.add_argument("path", nargs="+", help="a ticket file; or `convert` and the files to convert")
+    ticket.add_argument(
+        "--output", default=None, help="with convert (one file): where to write (default: FILE.safetensors)"
+    )
+    ticket.add_argument(
+        "--model_name_or_path", default=None, help="the ticket's base model, where the file names none or another"
+    )
+
+    export = commands.add_parser(
+        "export",
+        help="a ticket or a run's round as a folder others load: from_pretrained (BERT) or a safetensors state dict, "
+        "with its mask and a model card",
+    )
+    export.add_argument("source", help="a run directory (image families or BERT) or a BERT ticket file")
+    export.add_argument("output", help="the folder to write (must not exist or be empty)")
+    export.add_argument("--round", type=non_negative_int, default=None, help="the round (default: the last finished)")
+    export.add_argument("--model_name_or_path", default=None, help="BERT: the base model (default: the ticket's)")
+    export.add_argument("--push_to_hub", default=None, metavar="REPO", help="also upload the folder to this hub repo")
+
+    cost = commands.add_parser(
+        "cost", help="parameters, FLOPs, bytes on disk and dense vs sparse latency of an exported folder or a ticket"
+    )
+    cost.add_argument("source", help="an exported folder (lth export) or a BERT ticket file")
+    cost.add_argument("--batch_sizes", type=positive_int, nargs="+", default=[1, 64])
+    cost.add_argument("--threads", type=positive_int, nargs="+", default=None, help="default: 1 and all cores")
+    cost.add_argument("--min_run_time", type=float, default=0.5, help="seconds torch.utils.benchmark times each case")
+    cost.add_argument("--output", default=None, help="also write the report as JSON here")
 
     env = commands.add_parser("env", help="what a run will use here; non-zero exit if something needed is missing")
     env.add_argument("--data_dir", default=None)
@@ -275,9 +305,29 @@ def run_command(args) -> None:
             raise UserError("--points must be at least 2 (the two ends of the path)")
         run_stability(args.script, shlex.split(args.run), sorted(set(args.k)), args.points, args.output_dir)
     elif args.command == "ticket":
-        from lth.tickets import describe_ticket
+        from lth.tickets import convert_ticket, describe_ticket
 
-        print(describe_ticket(args.path))
+        if args.path[0] == "convert":
+            sources = args.path[1:]
+            if not sources:
+                raise UserError("lth ticket convert: give the ticket files to convert")
+            if args.output and len(sources) > 1:
+                raise UserError("--output names one file: give one ticket with it")
+            for source in sources:
+                out = convert_ticket(source, args.output, args.model_name_or_path)
+                before, after = Path(source).stat().st_size, out.stat().st_size
+                print(f"{source} ({before / 1e6:.2f} MB) -> {out} ({after / 1e6:.2f} MB)")
+        else:
+            for path in args.path:
+                print(describe_ticket(path, model_name_or_path=args.model_name_or_path))
+    elif args.command == "export":
+        from lth.export import export
+
+        export(args.source, args.output, args.round, args.model_name_or_path, args.push_to_hub)
+    elif args.command == "cost":
+        from lth.cost import cost_command
+
+        cost_command(args.source, args.batch_sizes, args.threads, args.min_run_time, args.output)
     elif args.command == "env":
         from lth.environment import NEEDS, report
 

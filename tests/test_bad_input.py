@@ -272,7 +272,7 @@ def test_bert_bad_flags(bert_workspace, capsys, extra, needle):
 def test_bert_bad_files(bert_workspace, capsys, tmp_path):
     w = bert_workspace
     before = snapshot(w["root"] / "out")
-    (ticket,) = [p for p in (w["root"] / "out" / "models").glob("lottery_ticket_*sparsity20*.pt")]
+    (ticket,) = [p for p in (w["root"] / "out" / "models").glob("lottery_ticket_*sparsity20*.safetensors")]
 
     broken_glue = tmp_path / "glue_data"
     shutil.copytree(w["data"], broken_glue)

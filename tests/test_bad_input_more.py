@@ -140,7 +140,7 @@ def test_an_oversized_fewshot_size_is_refused_naming_the_flag(tmp_path, capsys, 
     with bert_modules():
         lth.main([*common, "--sparsity", "0.1", "--epochs", "1", "--output_dir", str(tmp_path / "runs"),
                   "--save_dir", str(tmp_path / "models")])  # fmt: skip
-    (ticket,) = (tmp_path / "models").glob("*sparsity10*.pt")
+    (ticket,) = (tmp_path / "models").glob("*sparsity10*.safetensors")
     fewshot = load_bert_script("few_shot_training")
     with bert_modules():
         line = call(

@@ -23,7 +23,7 @@ def test_fewshot_configs_name_files_the_lth_runs_write():
         for sparsity in (0.0, args.sparsity):
             written.add(args.ticket_path(sparsity).relative_to(BERT_DIR).as_posix())
     seeds = {lth.parse_args(line.argv).seed for line in lth_lines}
-    ensembles = {f"models/ensemble_ticket_sst2_qqp_union_seed{s}.pt" for s in seeds}
+    ensembles = {f"models/ensemble_ticket_sst2_qqp_union_seed{s}.safetensors" for s in seeds}
     lines = read_config(BERT_DIR / "few_shot_configs.txt")
     assert len(lines) == 36
     combos = set()
@@ -35,7 +35,7 @@ def test_fewshot_configs_name_files_the_lth_runs_write():
     assert ensembles <= {c[0] for c in combos}
     run_fewshot = (BERT_DIR / "run_fewshot.sh").read_text()
     for seed in seeds:  # the ensembles the script creates are the ones the configs name
-        assert "ensemble_ticket_sst2_qqp_union_seed${seed}.pt" in run_fewshot and str(seed) in run_fewshot
+        assert "ensemble_ticket_sst2_qqp_union_seed${seed}.safetensors" in run_fewshot and str(seed) in run_fewshot
 
 
 def test_run_scripts_are_sized_to_their_config_files():
@@ -57,7 +57,7 @@ def test_plotter_draws_every_figure(tiny_model, tiny_glue, tmp_path):  # noqa: F
                     tiny_model, tiny_glue, tmp_path, "--task", task, "--sparsity", sparsity, "--prune_rate", "0.15"
                 )
             )
-    tickets = sorted((tmp_path / "models").glob("lottery_ticket_*.pt"))
+    tickets = sorted((tmp_path / "models").glob("lottery_ticket_*.safetensors"))
     transfer = tmp_path / "transfer.csv"
     rows = [
         {

@@ -164,7 +164,9 @@ def test_earlier_minilm_shaped_file_is_named_like_minilm_tickets_and_ensembles_w
     folder = make_tiny_model(tmp_path / "minilm-shaped", hidden=384, layers=6)
     model = classifier(folder)
     mask_a, mask_b = random_mask(model, 0.6, seed=11), random_mask(model, 0.7, seed=12)
-    a = ticket_file(tmp_path, folder, "lottery_ticket_sst2_sparsity60_seed42.pt", mask_a, base=MINILM_BASE_MODEL)
+    a = ticket_file(
+        tmp_path, folder, "lottery_ticket_sst2_sparsity60_seed42.safetensors", mask_a, base=MINILM_BASE_MODEL
+    )
     b = earlier_file(tmp_path / "lottery_ticket_qqp_sparsity70_seed42.pt", model, mask_b)
     earlier = load_ticket(b)
     assert earlier.base_model == MINILM_BASE_MODEL and earlier.mask.equals(mask_b)
@@ -276,8 +278,8 @@ def test_not_a_ticket_and_corrupt_files_are_one_line(tmp_path):
 def test_ensemble_union_and_intersection_on_hand_made_masks(tiny_model, tmp_path):  # noqa: F811
     model = classifier(tiny_model)
     mask_a, mask_b = random_mask(model, 0.6, seed=5), random_mask(model, 0.7, seed=6)
-    a = ticket_file(tmp_path, tiny_model, "lottery_ticket_sst2_sparsity60_seed42.pt", mask_a, "sst2")
-    b = ticket_file(tmp_path, tiny_model, "lottery_ticket_qqp_sparsity70_seed42.pt", mask_b, "qqp")
+    a = ticket_file(tmp_path, tiny_model, "lottery_ticket_sst2_sparsity60_seed42.safetensors", mask_a, "sst2")
+    b = ticket_file(tmp_path, tiny_model, "lottery_ticket_qqp_sparsity70_seed42.safetensors", mask_b, "qqp")
     script = load_bert_script("create_ensemble_tickets")
     reference = model.state_dict()
     for combine, expected in (("union", mask_a.union(mask_b)), ("intersection", mask_a.intersection(mask_b))):
@@ -286,7 +288,7 @@ def test_ensemble_union_and_intersection_on_hand_made_masks(tiny_model, tmp_path
                 ["--ticket_a", str(a), "--ticket_b", str(b), "--save_dir", str(tmp_path / "ens"), "--combine", combine]
             )
         ticket = load_ticket(out)
-        assert out.name == f"ensemble_ticket_sst2_qqp_{combine}_seed42.pt"
+        assert out.name == f"ensemble_ticket_sst2_qqp_{combine}_seed42.safetensors"
         for n in expected:
             assert torch.equal(ticket.mask[n], expected[n])
             manual = (mask_a[n] | mask_b[n]) if combine == "union" else (mask_a[n] & mask_b[n])
@@ -310,18 +312,20 @@ def test_ensemble_union_and_intersection_on_hand_made_masks(tiny_model, tmp_path
 def test_ensemble_rebuilds_the_same_inputs_but_never_replaces_another(tiny_model, tmp_path, capsys):  # noqa: F811
     model = classifier(tiny_model)
     a = ticket_file(
-        tmp_path, tiny_model, "lottery_ticket_sst2_sparsity60_seed42.pt", random_mask(model, 0.6, 5), "sst2"
+        tmp_path, tiny_model, "lottery_ticket_sst2_sparsity60_seed42.safetensors", random_mask(model, 0.6, 5), "sst2"
     )
-    b = ticket_file(tmp_path, tiny_model, "lottery_ticket_qqp_sparsity70_seed42.pt", random_mask(model, 0.7, 6), "qqp")
+    b = ticket_file(
+        tmp_path, tiny_model, "lottery_ticket_qqp_sparsity70_seed42.safetensors", random_mask(model, 0.7, 6), "qqp"
+    )
     other = ticket_file(
-        tmp_path, tiny_model, "lottery_ticket_qqp_sparsity50_seed42.pt", random_mask(model, 0.5, 7), "qqp"
+        tmp_path, tiny_model, "lottery_ticket_qqp_sparsity50_seed42.safetensors", random_mask(model, 0.5, 7), "qqp"
     )
     script = load_bert_script("create_ensemble_tickets")
     argv = ["--ticket_a", str(a), "--save_dir", str(tmp_path / "ens")]
     with bert_modules():
         out = script.main([*argv, "--ticket_b", str(b)])
-        before = out.read_bytes()
         assert script.main([*argv, "--ticket_b", str(b)]) == out  # the same ensemble again: fine
+        before = out.read_bytes()
         with pytest.raises(SystemExit) as stop:
             script.main([*argv, "--ticket_b", str(other)])  # same name, other tickets
     assert stop.value.code == 2
@@ -339,7 +343,7 @@ def test_keep_pooler_tickets_make_their_own_ensemble_name(tiny_model, tmp_path):
         ticket.metadata["keep_pooler"] = True
         tickets.append(ticket)
     script = load_bert_script("create_ensemble_tickets")
-    assert script.ensemble_name(*tickets, "union") == "ensemble_ticket_sst2_qqp_union_seed42_keep-pooler.pt"
+    assert script.ensemble_name(*tickets, "union") == "ensemble_ticket_sst2_qqp_union_seed42_keep-pooler.safetensors"
 
 
 def test_ensemble_refuses_other_base_models_and_shapes(tiny_model, tmp_path, capsys):  # noqa: F811
@@ -359,7 +363,7 @@ def test_ensemble_refuses_other_base_models_and_shapes(tiny_model, tmp_path, cap
         assert needle in err and len(err.splitlines()) == 1
     # Same base name but other shapes (a folder overwritten in between): refused on the shapes.
     c_as_a = load_ticket(c)
-    c_as_a.base_model = str(tiny_model)
+    c_as_a.base_model, c_as_a.base_identity = str(tiny_model), None  # identified again: now the tiny model
     save_ticket(tmp_path / "c_renamed.pt", c_as_a)
     with pytest.raises(SystemExit), bert_modules():
         script.main(
@@ -412,7 +416,7 @@ def trained_model_after(script, argv, monkeypatch):
 def test_fewshot_full_keeps_the_mask_and_headonly_changes_only_the_head(tiny_model, tiny_glue, tmp_path, monkeypatch):  # noqa: F811
     model = classifier(tiny_model)
     mask = random_mask(model, 0.6, seed=10)
-    path = ticket_file(tmp_path, tiny_model, "lottery_ticket_sst2_sparsity60_seed42.pt", mask)
+    path = ticket_file(tmp_path, tiny_model, "lottery_ticket_sst2_sparsity60_seed42.safetensors", mask)
     ticket = load_ticket(path)
     script = load_bert_script("few_shot_training")
 
@@ -460,7 +464,7 @@ def test_fewshot_draws_are_seeded_and_differ_across_seeds(tiny_model, tiny_glue)
 
 def test_fewshot_missing_source_is_one_line_naming_it(tiny_glue, tmp_path, capsys):  # noqa: F811
     script = load_bert_script("few_shot_training")
-    missing = tmp_path / "ensemble_ticket_sst2_qqp_union_seed42.pt"
+    missing = tmp_path / "ensemble_ticket_sst2_qqp_union_seed42.safetensors"
     with pytest.raises(SystemExit) as exit_info, bert_modules():
         script.main(fewshot_argv(missing, tiny_glue, tmp_path, "full"))
     assert exit_info.value.code == 2

@@ -83,8 +83,8 @@ def test_run_names_are_pinned(folder, cls, argv, name):
 def test_bert_ticket_names_keep_the_earlier_names_for_the_earlier_settings_and_carry_every_other_setting():
     settings = settings_module("BERT").LotterySettings
     default = settings.from_argv(["--task", "sst2", "--sparsity", "0.6", "--seed", "42"])
-    assert default.ticket_path(0.6).name == "lottery_ticket_sst2_sparsity60_seed42.pt"
-    assert default.ticket_path(0.0).name == "lottery_ticket_sst2_sparsity0_seed42.pt"
+    assert default.ticket_path(0.6).name == "lottery_ticket_sst2_sparsity60_seed42.safetensors"
+    assert default.ticket_path(0.0).name == "lottery_ticket_sst2_sparsity0_seed42.safetensors"
     minilm = settings.from_argv(["--model_name_or_path", "minilm", "--subset", "4000", "--epochs", "1"])
     assert minilm.ticket_path(0.6).name.startswith("lottery_ticket_sst2_minilm_sparsity60_subset4000_seed42_h")
     names = {
