@@ -17,7 +17,7 @@ from lth.stopping import EXIT_RESUME_LATER
 
 @pytest.mark.slow
 def test_lenet_sigusr1_is_the_cluster_warning_signal(tmp_path):
-    stop_then_resume(lenet_command(tmp_path, "--random_reinit"), tmp_path, signal.SIGUSR1)
+    stop_then_resume(lenet_command(tmp_path, "--random_reinit", "--control_mask", "own"), tmp_path, signal.SIGUSR1)
 
 
 @pytest.mark.slow

@@ -155,8 +155,8 @@ def test_bert_survives_twenty_kills(tmp_path):
         return run
 
     assert_kills_change_nothing(command, tmp_path, seed=11, runs="runs")
-    tickets = sorted(p.name for p in (tmp_path / "reference" / "models").glob("*.pt"))
-    assert tickets and tickets == sorted(p.name for p in (tmp_path / "killed" / "models").glob("*.pt"))
+    tickets = sorted(p.name for p in (tmp_path / "reference" / "models").glob("*.safetensors"))
+    assert tickets and tickets == sorted(p.name for p in (tmp_path / "killed" / "models").glob("*.safetensors"))
 
 
 @pytest.mark.slow
