@@ -106,7 +106,7 @@ def run_imp_batched(replicates: list[Replicate], quiet: bool = False) -> None:
         # Any batch may continue a batched run: a replicate's results do not depend on its batch-mates.
         atomic_write_json(r.run.path / "batched.json", {"batched": names, "replicates": len(names)})
         # A control whose ticket trains its round 0 in this batch starts once that round is done (round 1).
-        starts_later = r.cfg.ticket_dir is not None and r.run.load_state() is None
+        starts_later = r.cfg.ticket_dir is not None and not r.run.has_state()
         r.state = None if starts_later else starting_state(r.run, r.recipe, r.cfg)
         provenance.record(r.run.path, r.recipe.device)
         r.tracker = tracker_for(r.run.settings, r.run.path)

@@ -214,27 +214,20 @@ def _prepare_round(
         return Mask.from_state_dict(state["mask"]), state["init"]
     previous = Mask.from_state_dict(state["mask"])
     dense = Mask({n: torch.ones_like(m) for n, m in previous.layers.items()})
-    rewind_weights = state["rewind"] if cfg.rewind_iteration > 0 else state["init"]
-    if cfg.ticket_dir is not None:  # a branch of the winning ticket: its mask of this round
-        ticket_mask = TicketBranch(cfg.ticket_dir, name).mask(round_index)
-        if cfg.run_type == "random_prune":
-            generator = torch.Generator().manual_seed(derived_seed(cfg.seed, 4, round_index))
-            return random_mask_like(ticket_mask, within=dense, generator=generator), rewind_weights
-        return ticket_mask, fresh_initialization(recipe.model_factory, derived_seed(cfg.seed, 5, round_index))
-    if cfg.mode == "oneshot":
-        base, source, rounds = dense, state["dense_trained"], round_index
-    else:
-        base, source, rounds = previous, state["trained"], 1
-    policy = _policy_for(recipe, base)
-    mask = policy.prune(magnitude_scores(source, base), base, rounds=rounds)
+    if cfg.ticket_dir is not None:  # a branch of the winning ticket: its mask of this round, drawn inside the dense
+        mask, within = TicketBranch(cfg.ticket_dir, name).mask(round_index), dense
+    else:  # the run's own magnitude mask (the earlier study's controls prune their own weights too)
+        if cfg.mode == "oneshot":
+            within, source, rounds = dense, state["dense_trained"], round_index
+        else:
+            within, source, rounds = previous, state["trained"], 1
+        mask = _policy_for(recipe, within).prune(magnitude_scores(source, within), within, rounds=rounds)
     if cfg.run_type == "random_prune":
         generator = torch.Generator().manual_seed(derived_seed(cfg.seed, 4, round_index))
-        mask = random_mask_like(mask, within=base, generator=generator)
+        mask = random_mask_like(mask, within=within, generator=generator)
     if cfg.run_type == "random_reinit":
-        weights = fresh_initialization(recipe.model_factory, derived_seed(cfg.seed, 5, round_index))
-    else:
-        weights = rewind_weights
-    return mask, weights
+        return mask, fresh_initialization(recipe.model_factory, derived_seed(cfg.seed, 5, round_index))
+    return mask, state["rewind"] if cfg.rewind_iteration > 0 else state["init"]
 
 
 def run_imp(run: RunDirectory, recipe: IMPRecipe, cfg: IMPSettings, quiet: bool = False) -> list[dict]:

@@ -226,6 +226,9 @@ class RunDirectory:
         write_csv(self.curve_csv, [{**point, **identity} for point in curve], curve_columns)
         write_csv(self.rounds_csv, [{**row, **identity} for row in rounds], round_columns)
 
+    def has_state(self) -> bool:
+        return (self.path / "state.pt").exists()
+
     def load_state(self) -> dict | None:
         path = self.path / "state.pt"
         return load_checkpoint(path, "run state") if path.exists() else None
