@@ -8,7 +8,7 @@ from pathlib import Path
 from data import MAX_LENGTH
 from model import DEFAULT_MODEL
 from pruning import PRUNE_RATE
-from trainer import WEIGHT_DECAY
+from trainer import WARMUP_FRACTION, WEIGHT_DECAY
 
 from lth.arguments import fraction, non_negative_float, non_negative_int, positive_int
 from lth.errors import UserError
@@ -30,6 +30,7 @@ from lth.settings import (
 )
 from lth.text_data import GLUE_TASKS
 from lth.tickets import KEEP_POOLER_LABEL, TICKET_SUFFIX
+from lth.training import PRECISIONS
 
 HERE = Path(__file__).resolve().parent
 
@@ -82,9 +83,23 @@ class LotterySettings(ReportingSettings):
         None, "train on a seeded random subset of this many examples (default: all)", parse=positive_int
     )
     batch_size: int = batch_size_setting(32)
-    lr: float = lr_setting(2e-5, "AdamW peak learning rate (linear schedule, 10% warmup)")
+    lr: float = lr_setting(2e-5, "AdamW peak learning rate (linear warmup, then linear decay to 0 each round)")
+    warmup_fraction: float = setting(
+        WARMUP_FRACTION, "share of each round's iterations the learning rate warms up over (Chen et al.'s code: 0)",
+        parse=fraction,
+    )
     weight_decay: float = setting(
-        WEIGHT_DECAY, "AdamW weight decay (not on biases and LayerNorm), >= 0", parse=non_negative_float
+        WEIGHT_DECAY, "AdamW weight decay (not on biases and LayerNorm), >= 0 (Chen et al.'s code: 0)",
+        parse=non_negative_float,
+    )
+    max_grad_norm: float = setting(
+        0.0, "clip the gradients' global norm to this before each step (0: no clipping; Chen et al.'s code: 1)",
+        parse=non_negative_float,
+    )
+    precision: str = setting(
+        "auto",
+        "training arithmetic: auto (bf16 autocast on CUDA, fp32 elsewhere), bf16 (autocast on any device), fp32",
+        choices=PRECISIONS,
     )
     max_length: int = setting(MAX_LENGTH, "tokens per example (longer ones are truncated)", parse=positive_int)
     eval_every: int = setting(

@@ -40,7 +40,7 @@ def make_adamw(model: nn.Module, lr: float, weight_decay: float = WEIGHT_DECAY) 
 
 
 def linear_schedule(lr: float, total_iterations: int, warmup_fraction: float = WARMUP_FRACTION):
-    """Linear warmup over the first 10% of iterations, then linear decay to zero at the end."""
+    """Linear warmup over the first `warmup_fraction` of the iterations, then linear decay to zero at the end."""
     warmup = max(1, math.ceil(warmup_fraction * total_iterations))
 
     def lr_at(iteration: int) -> float:
@@ -112,9 +112,11 @@ def build_recipe(
         evaluate=text_evaluator(data),
         schedule=RoundSchedule(iterations, args.eval_every or steps, args.checkpoint_every),
         step_loss=bert_step_loss,
-        lr_at=linear_schedule(args.lr, iterations),
+        lr_at=linear_schedule(args.lr, iterations, args.warmup_fraction),
         prunable_names=prunable_names,
         device=device,
+        precision=args.precision,
+        max_grad_norm=args.max_grad_norm,
         summarize=summarize_round,
         describe_row=describe_round,
         round_columns=BERT_ROUND_COLUMNS,

@@ -68,6 +68,8 @@ class IMPRecipe:
     prunable_names: list[str] | None = None
     device: str = "cpu"
     compile: bool = False  # torch.compile the network's forward and backward (lth.training.compile_options)
+    precision: str = "auto"  # the training steps' arithmetic (lth.training.autocast_for)
+    max_grad_norm: float = 0.0  # > 0: clip the gradients' global norm before each step
     # Turns a round's curve into its row's metric columns; image families select on validation loss.
     summarize: Callable[[list[dict]], dict] = early_stop_summary
     # One line printed per finished round (None: the image families' early-stop line).
@@ -353,6 +355,8 @@ def _run_round(
         description=f"round {round_index}/{cfg.rounds}",
         progress=not quiet,
         device=device,
+        precision=recipe.precision,
+        max_grad_norm=recipe.max_grad_norm,
     )
     cost = {"wall_time_s": elapsed_before + time.perf_counter() - started, **meter.columns(energy_so_far(final=True))}
     row = finish_round(round_index, run, recipe, cfg, state, mask, to_cpu(model.state_dict()), curve, cost, captured)

@@ -78,11 +78,16 @@ def image_evaluator(val_x, val_y, test_x, test_y, batch_size: int = 5000) -> Eva
     return evaluate
 
 
-def autocast_for(device: torch.device | str):
-    """bf16 autocast on CUDA (tensor cores); full precision elsewhere, so CPU runs are exact."""
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def autocast_for(device: torch.device | str, precision: str = "auto"):
+    """The arithmetic of a forward pass. auto: bf16 autocast on CUDA (tensor cores), full precision elsewhere, so
+    CPU runs are exact; bf16: bf16 autocast on any device (CPUs with AVX-512 BF16 or AMX run it natively);
+    fp32: full precision everywhere."""
     device = torch.device(device)
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
@@ -178,11 +183,15 @@ def train_round(
     description: str = "training",
     device: torch.device | str = "cpu",
     progress: bool = True,
+    precision: str = "auto",
+    max_grad_norm: float = 0.0,
 ) -> list[dict[str, float]]:
     """Train one round and return its curve: one row per evaluation (iteration, train_loss, metrics).
 
     `resume` is a dict previously passed to `on_checkpoint`; training continues from it exactly.
     `on_iteration(i)` runs before step i (used to snapshot the weights at a rewind iteration).
+    `precision` is the training steps' arithmetic (autocast_for); `max_grad_norm` > 0 clips the gradients' global
+    norm before each step (BERT's fine-tuning recipe).
     """
     model.train()
     # The CUDA generator only for a run on CUDA: touching it starts a CUDA context, which a CPU run on a GPU host
@@ -235,10 +244,12 @@ def train_round(
     def step(at: int) -> None:
         nonlocal loss_sum, loss_count
         batch = batches(at)
-        with autocast_for(device):
+        with autocast_for(device, precision):
             loss = step_loss(model, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if max_grad_norm > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
         optimizer.step()
         enforce_mask()
         loss_sum += loss.detach().float()
