@@ -32,22 +32,10 @@
 #SBATCH --output=outputs/fewshot_%A_%a.out
 #SBATCH --error=outputs/fewshot_%A_%a.err
 set -euo pipefail
-# The script's own folder: SLURM runs a copy of the script, so ask SLURM which one was submitted; LSF's
-# `bsub <` passes no path, only the folder it was submitted from.
-here="$(dirname "$0")"
-if [ -n "${SLURM_JOB_ID:-}" ]; then
-    here="$(scontrol show job "$SLURM_JOB_ID" -o 2>/dev/null | sed -n 's/.* Command=\([^ ]*\).*/\1/p')"
-    here="$(dirname "${here:-$SLURM_SUBMIT_DIR/x}")"
-elif [ -n "${LS_SUBCWD:-}" ]; then
-    here="$LS_SUBCWD"
-fi
+# The folder it was submitted from (a SLURM job runs a copy of this script; LSF passes only the folder).
+here="$("${LTH_PYTHON:-python}" -m lth job_folder "$0" few_shot_training.py)"
 cd "$here"
 CONFIG="${LTH_CONFIG:-few_shot_configs.txt}"  # another config file of this folder's runs: LTH_CONFIG (size the array to it)
-if [ ! -f "$CONFIG" ] || [ ! -f few_shot_training.py ]; then
-    echo "error: $(basename "$0"): no $CONFIG or few_shot_training.py in $PWD; submit from the script's folder (cd there first)" >&2
-    exit 2
-fi
-mkdir -p outputs
 PYTHON="${LTH_PYTHON:-python}"
 for seed in 42 123 999; do
     a="models/lottery_ticket_sst2_sparsity60_seed${seed}.safetensors"

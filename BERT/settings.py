@@ -85,15 +85,18 @@ class LotterySettings(ReportingSettings):
     batch_size: int = batch_size_setting(32)
     lr: float = lr_setting(2e-5, "AdamW peak learning rate (linear warmup, then linear decay to 0 each round)")
     warmup_fraction: float = setting(
-        WARMUP_FRACTION, "share of each round's iterations the learning rate warms up over (Chen et al.'s code: 0)",
+        WARMUP_FRACTION,
+        "share of each round's iterations the learning rate warms up over (Chen et al.'s code: 0)",
         parse=fraction,
     )
     weight_decay: float = setting(
-        WEIGHT_DECAY, "AdamW weight decay (not on biases and LayerNorm), >= 0 (Chen et al.'s code: 0)",
+        WEIGHT_DECAY,
+        "AdamW weight decay (not on biases and LayerNorm), >= 0 (Chen et al.'s code: 0)",
         parse=non_negative_float,
     )
     max_grad_norm: float = setting(
-        0.0, "clip the gradients' global norm to this before each step (0: no clipping; Chen et al.'s code: 1)",
+        0.0,
+        "clip the gradients' global norm to this before each step (0: no clipping; Chen et al.'s code: 1)",
         parse=non_negative_float,
     )
     precision: str = setting(

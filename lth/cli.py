@@ -65,6 +65,12 @@ def build_parser() -> ArgumentParser:
         help="with --submit: at most this many array tasks at once (the array's %%N throttle; 0: no limit)",
     )
 
+    job_folder = commands.add_parser(
+        "job_folder", help="print the folder a ready-made job script was submitted from (used by run_*.sh)"
+    )
+    job_folder.add_argument("script", help="the job script's $0")
+    job_folder.add_argument("entry", help="the entry script that must be in that folder, e.g. main.py")
+
     status = commands.add_parser("status", help="finished, running, failed and missing runs")
     status.add_argument("results_dir", nargs="?", help="directory holding run directories")
     status.add_argument("--config", help="also list the config file's runs that have not started")
@@ -183,7 +189,7 @@ def resolve_script(config: str, script: str | None) -> Path:
 
 def show_status(results_dir: str | None, config: str | None, script: str) -> None:
     from lth.branches import dependency
-    from lth.cluster import duration, round_progress, run_status
+    from lth.cluster import duration, queued_line_state, round_progress, run_status
 
     rows = []
     if config:
@@ -192,6 +198,7 @@ def show_status(results_dir: str | None, config: str | None, script: str) -> Non
         lines = read_config(config)
         directories = check_lines(load_script(resolve_script(config, script)), Path(config), lines)
         rows = [(f"line {line.number}", d) for line, d in zip(lines, directories, strict=True)]
+        positions = {d: i for i, d in enumerate(directories, start=1)}  # an array task runs the line of its index
     elif results_dir:
         root = Path(results_dir)
         if not root.is_dir():
@@ -209,6 +216,8 @@ def show_status(results_dir: str | None, config: str | None, script: str) -> Non
     unstarted, whole_runs = 0, []  # runs without a finished round; what each finished run took (s)
     for label, path in rows:
         state = run_status(path)
+        if state == "missing" and config:
+            state = queued_line_state(Path(config), positions[path]) or state
         kind = state.split(" ")[0].rstrip(":")
         counts[kind] = counts.get(kind, 0) + 1
         progress = round_progress(path)
@@ -286,6 +295,10 @@ def run_command(args) -> None:
                 max_parallel=args.max_parallel,
             )
         )
+    elif args.command == "job_folder":
+        from lth.cluster import job_script_folder
+
+        print(job_script_folder(args.script, args.entry))
     elif args.command == "status":
         show_status(args.results_dir, args.config, args.script)
     elif args.command == "summarize":

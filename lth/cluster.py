@@ -99,9 +99,13 @@ def option_headers(options: str, system: str) -> list[str]:
 
 
 def fit_headers(headers: list[str], options: str, system: str) -> list[str]:
-    """The headers with every option given in `options` replacing the lines that set the same option."""
+    """The headers with every option given in `options` replacing the lines that set the same option. For LSF an
+    option given the value `none` removes its lines: bsub has no value meaning "no GPU" (`-gpu none` is the
+    GPU-less form; SLURM has its own, `--gres=none`)."""
     given = option_headers(options, system)
     replaced = {header_option(line, system) for line in given}
+    if system == "lsf":
+        given = [line for line in given if header_value([line], system, header_option(line, system)) != "none"]
     return [line for line in headers if header_option(line, system) not in replaced] + given
 
 
@@ -251,7 +255,37 @@ def submit(
             "lists what the nodes have)")  # fmt: skip
     done = ask(["bsub"] if system == "lsf" else ["sbatch", str(job)], job, command, "failed")
     print(done.stdout.strip(), flush=True)
+    record_submission(config, system, done.stdout, runs, batch)
     return job
+
+
+SUBMISSIONS = "submitted.jsonl"  # in the config's outputs/: the array jobs submitted for it, for `lth status`
+
+
+def record_submission(config: Path, system: str, answer: str, tasks: int, batch: bool) -> None:
+    """Note the array job the scheduler answered with (sbatch: `Submitted batch job 123`; bsub: `Job <123> is
+    submitted ...`), so `lth status --config` can show the tasks that have not started yet."""
+    found = re.search(r"<(\d+)>" if system == "lsf" else r"(\d+)", answer)
+    if found is None:
+        return
+    entry = {"config": str(config.resolve()), "system": system, "job": found.group(1), "tasks": tasks, "batch": batch}
+    with open(config.parent / "outputs" / SUBMISSIONS, "a") as log:
+        log.write(json.dumps(entry) + "\n")
+
+
+def queued_line_state(config: Path, position: int) -> str | None:
+    """Where the latest array job submitted for `config` holds the task of its line at `position` (1-based) that
+    has not started a run yet: e.g. 'queued (SLURM task 123_4 PENDING (Resources))'; None when nothing is queued."""
+    try:
+        entries = [json.loads(line) for line in open(config.parent / "outputs" / SUBMISSIONS)]
+    except (OSError, ValueError):
+        return None
+    mine = [e for e in entries if e.get("config") == str(config.resolve()) and not e.get("batch")]
+    if not mine or position > mine[-1]["tasks"]:
+        return None
+    task = f"{mine[-1]['job']}_{position}"
+    state = queued_state(mine[-1]["system"], task)
+    return f"queued ({mine[-1]['system'].upper()} task {task} {state})" if state else None
 
 
 def ask(argv: list[str], job: Path, command: str, failure: str) -> subprocess.CompletedProcess:
@@ -277,6 +311,30 @@ def ask(argv: list[str], job: Path, command: str, failure: str) -> subprocess.Co
         why = " ".join(line.strip() for line in (done.stderr or done.stdout).strip().splitlines()[-3:])
         raise UserError(f"`{' '.join(argv)}`: {failure} (exit status {done.returncode}: {why or 'no message'})")
     return done
+
+
+def job_script_folder(script: str, entry: str) -> Path:
+    """The folder a ready-made job script was submitted from, where its config, `entry` script and `outputs/` are.
+
+    Outside a scheduler that is the script's own folder ($0). SLURM runs a copy of the script from its spool, so
+    SLURM is asked which file was submitted (else the submit folder); LSF's `bsub <` passes no path at all, only
+    the folder it was submitted from. Creates `outputs/` there (later submissions' logs go into it)."""
+    folder = Path(script).resolve().parent
+    if os.environ.get("SLURM_JOB_ID"):
+        shown = subprocess.run(
+            ["scontrol", "show", "job", os.environ["SLURM_JOB_ID"], "-o"], capture_output=True, text=True
+        ).stdout
+        command = re.search(r" Command=(\S+)", shown)
+        folder = Path(command.group(1)).parent if command else Path(os.environ.get("SLURM_SUBMIT_DIR", folder))
+    elif os.environ.get("LS_SUBCWD"):
+        folder = Path(os.environ["LS_SUBCWD"])
+    if not (folder / entry).is_file():
+        raise UserError(
+            f"{Path(script).name}: no {entry} in {folder}; submit it from its own folder (cd there first), "
+            f"e.g. cd <repository>/<family> && sbatch {Path(script).name}"
+        )
+    (folder / "outputs").mkdir(exist_ok=True)
+    return folder
 
 
 def array_task() -> tuple[str, str] | None:

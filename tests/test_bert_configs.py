@@ -45,7 +45,6 @@ def test_run_scripts_are_sized_to_their_config_files():
         assert re.search(rf'#BSUB -J "\w+\[1-{count}\]', text), script
         assert f"#SBATCH --array=1-{count}" in text, script
         assert f'CONFIG="${{LTH_CONFIG:-{config}}}"' in text and 'lth sweep "$CONFIG"' in text, script
-        assert 'scontrol show job "$SLURM_JOB_ID"' in text and 'here="$LS_SUBCWD"' in text, "run in its own folder"
 
 
 def test_plotter_draws_every_figure(tiny_model, tiny_glue, tmp_path):  # noqa: F811

@@ -49,6 +49,9 @@ def test_submit_options_replace_the_header_lines_they_name_and_the_throttle_is_t
     assert "#SBATCH --array=1-3\n" in no_limit
     lsf = array_job_script("lsf", config, LENET / "main.py", runs=3, options='-q short -R "rusage[mem=4G]"')
     assert "#BSUB -q short" in lsf and "#BSUB -q gpua100" not in lsf and '#BSUB -R "rusage[mem=4G]"' in lsf
+    no_gpu = array_job_script("lsf", config, LENET / "main.py", runs=3, options="-gpu none -q normal")
+    assert "-gpu" not in no_gpu and "#BSUB -q normal" in no_gpu, "LSF's GPU-less form drops the -gpu line"
+    assert "#BSUB -wa USR1" in no_gpu and "#BSUB -n 4" in no_gpu, "the other lines stay"
     with pytest.raises(UserError, match="--array is made per config file"):
         array_job_script("slurm", config, LENET / "main.py", runs=3, options="--array=1-9")
 
@@ -121,6 +124,36 @@ def test_the_ready_made_scripts_are_read_by_sbatch_and_by_lsf_alike():
                 assert number < first_command, (script, line)
             if line.startswith("#BSUB"):
                 assert line.split()[1] in lsf_options, (script, line)
+
+
+@pytest.mark.parametrize("family,entry", [("Lenet-300-100", "main.py"), ("BERT", "lottery_ticket_bert.py")])
+def test_a_ready_made_script_runs_in_the_folder_it_was_submitted_from(tmp_path, family, entry):
+    """Started from anywhere, by its own path; under SLURM from its spool copy (SLURM names the submitted file);
+    under LSF from the submit folder; submitted from another folder it stops in one line naming the fix."""
+    script = REPO / family / ("run_experiments.sh" if family != "BERT" else "run_lth_bert.sh")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "LSB_", "LS_"))}
+    env["LTH_PYTHON"] = sys.executable
+
+    def start(path, cwd, **extra):
+        return subprocess.run(
+            ["bash", str(path), "--dry-run"], cwd=cwd, env={**env, **extra}, capture_output=True, text=True
+        )
+
+    here = start(script, tmp_path)
+    assert here.returncode == 0 and "would run line" in here.stdout + here.stderr, here.stderr
+    spool = tmp_path / "spool" / "slurm_script"  # what slurmd runs: a copy, far from the family folder
+    spool.parent.mkdir()
+    spool.write_text(script.read_text())
+    fake_command(tmp_path / "bin", "scontrol", f'echo "JobId=7 JobName=x Command={script} WorkDir={tmp_path}"')
+    path = f"{tmp_path / 'bin'}:{env['PATH']}"
+    spooled = start(spool, tmp_path, SLURM_JOB_ID="7", PATH=path)
+    assert spooled.returncode == 0 and "would run line" in spooled.stdout + spooled.stderr, spooled.stderr
+    lsf = start(spool, tmp_path, LS_SUBCWD=str(script.parent))
+    assert lsf.returncode == 0 and "would run line" in lsf.stdout + lsf.stderr, lsf.stderr
+    wrong = start(spool, tmp_path, LS_SUBCWD=str(REPO))
+    assert wrong.returncode == 2 and "Traceback" not in wrong.stderr
+    (line,) = wrong.stderr.strip().splitlines()
+    assert f"no {entry} in {REPO}" in line and "cd there first" in line
 
 
 def test_provenance_names_the_array_task_as_the_logs_do(monkeypatch):
@@ -275,6 +308,26 @@ def test_status_names_repeated_leaf_names_by_path_and_says_when_there_are_no_run
     out = capsys.readouterr().out
     assert "a/lenet_trial0_h1234" in out and "b/lenet_trial0_h1234" in out
     assert re.search(r"\sother\n", out), "a leaf name seen once stays short"
+
+
+def test_status_shows_the_submitted_tasks_that_have_not_started(tmp_path, capsys, monkeypatch):
+    """After `lth sweep --submit slurm --yes`, a line whose task still waits in the queue is 'queued', not
+    'missing'; once the scheduler no longer holds it, what its run directory shows."""
+    from lth.cli import main as lth
+
+    config = tmp_path / "configs.txt"
+    config.write_text(f"--trial 0 --output_dir {tmp_path / 'r'}\n--trial 1 --output_dir {tmp_path / 'r'}\n")
+    bin_dir = tmp_path / "bin"
+    fake_command(bin_dir, "sbatch", 'echo "Submitted batch job 4321"')
+    fake_command(bin_dir, "squeue", '[ "$3" = 4321_2 ] && echo "PENDING (Resources)"; exit 0')
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    with pytest.raises(SystemExit) as done:
+        lth(["sweep", str(config), "--script", str(LENET / "main.py"), "--submit", "slurm", "--yes"])
+    assert done.value.code == 0
+    capsys.readouterr()
+    lth(["status", "--config", str(config), "--script", str(LENET / "main.py")])
+    out = capsys.readouterr().out.splitlines()
+    assert "missing" in out[0] and "queued (SLURM task 4321_2 PENDING (Resources))" in out[1], out
 
 
 def test_status_shows_a_requeued_task_waiting_in_the_queue(tmp_path, capsys, monkeypatch):

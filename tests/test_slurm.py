@@ -179,6 +179,8 @@ def array(slurm):
     job = done.stdout.strip().splitlines()[-1].split()[-1]
     assert job.isdigit(), done.stdout
     slurm.jobs.append(job)
+    shown = slurm.lth("status", "--config", str(config), "--script", script).stdout
+    assert "missing" not in shown, f"a submitted line is queued or running, not missing:\n{shown}"
     ready = submit_ready_made(slurm)  # behind the array: they take the CPUs its tasks leave
     references = {}
     for name, number in (("quick", 1), ("long", 2)):  # the same lines, run here (one after the other)
