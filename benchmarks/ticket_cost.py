@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from lth.cost import count, image_inputs, latency, machine, token_inputs  # noqa: E402
-from lth.export import bert_classifier, build_image_model  # noqa: E402
+from lth.export import IMAGE_MODELS, bert_classifier, build_image_model  # noqa: E402
 from lth.masks import Mask  # noqa: E402
 from lth.pruning import LayerwisePruning, conv_fc_rates, keep_top_global  # noqa: E402
 from lth.storage import load_checkpoint  # noqa: E402
@@ -99,6 +99,37 @@ def minilm_levels(sparsities):
         model.load_state_dict(base.state_dict())
         mask.apply(model)
         yield f"sparsity {round(100 * sparsity)}%", model.eval(), mask
+
+
+def run_levels(run_dir: Path, every: int = 1):
+    """The levels of a real IMP ticket: the masks its run directory keeps of every round (masks/round_NN), on the
+    run's initial weights (its state.pt; a BERT run's: the pre-trained weights and initial head). Latency depends on
+    the mask, not on the weights' values; the weights only make the dense and sparse outputs comparable."""
+    from lth.mask_file import load_mask
+    from lth.storage import read_json
+
+    settings = read_json(run_dir / "settings.json", "settings file")
+    init = load_checkpoint(run_dir / "state.pt", "run state")["init"] if (run_dir / "state.pt").exists() else None
+    paths = sorted((run_dir / "masks").glob("round_*.safetensors"))
+    if not paths:
+        raise SystemExit(f"{run_dir} keeps no masks of its rounds (masks/round_NN.safetensors)")
+    chosen = paths[::every] if paths[-1] in paths[::every] else [*paths[::every], paths[-1]]
+    for path in chosen:
+        mask, header = load_mask(path)
+        if "model_name_or_path" in settings:
+            model = bert_classifier(settings["model_name_or_path"])
+        else:
+            arch = read_csv_first_arch(run_dir)
+            model = build_image_model(arch, IMAGE_MODELS[arch][2](settings))
+        if init is not None:
+            model.load_state_dict(init)
+        mask.apply(model)
+        yield f"round {header['round']}", model.eval(), mask
+
+
+def read_csv_first_arch(run_dir: Path) -> str:
+    with (run_dir / "rounds.csv").open() as handle:
+        return next(csv.DictReader(handle))["arch"]
 
 
 def measure(name, levels, make_inputs, batches, threads, min_run_time, rows):
@@ -254,6 +285,19 @@ def main(argv=None) -> None:
     parser.add_argument("--conv2_iterations", type=int, default=1000)
     parser.add_argument("--models", nargs="+", default=["lenet", "conv2", "minilm"])
     parser.add_argument(
+        "--lenet_run",
+        default=None,
+        help="a LeNet ticket run directory: measure its kept masks instead of one-shot ones",
+    )
+    parser.add_argument("--conv2_run", default=None, help="the same for a Conv-2 ticket run directory")
+    parser.add_argument(
+        "--minilm_run",
+        default=None,
+        help="a MiniLM SST-2 ticket run directory: its kept masks, before the one-shot "
+        "levels above its last round's sparsity",
+    )
+    parser.add_argument("--every", type=int, default=2, help="with --*_run: every N-th round (and the last)")
+    parser.add_argument(
         "--from_csv", action="store_true", help="redraw crossover.csv and the figure from --out's ticket_cost.csv"
     )
     args = parser.parse_args(argv)
@@ -278,19 +322,31 @@ def main(argv=None) -> None:
     rows: list[dict] = []
     rounds = list(range(0, 21, 2))
     if "lenet" in args.models:
-        trained = train_dense(
-            "Lenet-300-100/main.py", ["--iterations", str(args.lenet_iterations)], args.data_dir, work
-        )
-        levels = image_levels("LeNet-300-100", [], trained, 0.0, 0.2, 0.1, rounds)
+        if args.lenet_run:
+            levels = run_levels(Path(args.lenet_run), args.every)
+        else:
+            trained = train_dense(
+                "Lenet-300-100/main.py", ["--iterations", str(args.lenet_iterations)], args.data_dir, work
+            )
+            levels = image_levels("LeNet-300-100", [], trained, 0.0, 0.2, 0.1, rounds)
         measure("LeNet-300-100", levels, image_inputs((1, 28, 28)), args.batches, args.threads, args.min_run_time, rows)
     if "conv2" in args.models:
-        trained = train_dense(
-            "CNN/main.py", ["--arch", "Conv-2", "--iterations", str(args.conv2_iterations)], args.data_dir, work
-        )
-        levels = image_levels("Conv-2", ["Conv-2", 0.0], trained, 0.1, 0.2, 0.1, rounds)
+        if args.conv2_run:
+            levels = run_levels(Path(args.conv2_run), args.every)
+        else:
+            trained = train_dense(
+                "CNN/main.py", ["--arch", "Conv-2", "--iterations", str(args.conv2_iterations)], args.data_dir, work
+            )
+            levels = image_levels("Conv-2", ["Conv-2", 0.0], trained, 0.1, 0.2, 0.1, rounds)
         measure("Conv-2", levels, image_inputs((3, 32, 32)), args.batches, args.threads, args.min_run_time, rows)
     if "minilm" in args.models:
-        levels = minilm_levels([0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98])
+        sparsities = [0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98]
+        if args.minilm_run:  # the ticket's rounds, then one-shot magnitude levels beyond its last round
+            ticket = list(run_levels(Path(args.minilm_run), 1))
+            reached = ticket[-1][2].sparsity()
+            levels = [*ticket, *minilm_levels([s for s in sparsities if s > reached + 1e-6])]
+        else:
+            levels = minilm_levels(sparsities)
         measure(
             "MiniLM (SST-2, 32 tokens)",
             levels,

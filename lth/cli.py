@@ -120,6 +120,13 @@ def build_parser() -> ArgumentParser:
     export.add_argument("source", help="a run directory (image families or BERT) or a BERT ticket file")
     export.add_argument("output", help="the folder to write (must not exist or be empty)")
     export.add_argument("--round", type=non_negative_int, default=None, help="the round (default: the last finished)")
+    export.add_argument(
+        "--weights",
+        choices=("trained", "ticket"),
+        default="trained",
+        help="trained: the round's trained weights (the last finished round only); ticket: the winning ticket of any "
+        "round, its mask on the rewind weights (the subnetwork to train)",
+    )
     export.add_argument("--model_name_or_path", default=None, help="BERT: the base model (default: the ticket's)")
     export.add_argument("--push_to_hub", default=None, metavar="REPO", help="also upload the folder to this hub repo")
 
@@ -336,7 +343,7 @@ def run_command(args) -> None:
     elif args.command == "export":
         from lth.export import export
 
-        export(args.source, args.output, args.round, args.model_name_or_path, args.push_to_hub)
+        export(args.source, args.output, args.round, args.model_name_or_path, args.push_to_hub, args.weights)
     elif args.command == "cost":
         from lth.cost import cost_command
 

@@ -12,7 +12,10 @@ model card in the Hugging Face format (YAML front matter: base_model, library_na
 remaining per layer, accuracy, how it was made and how to load it). `--push_to_hub REPO` uploads the folder with
 huggingface_hub where the hub can be reached, and says in one line why not where it cannot.
 
-A run keeps the trained weights of its last finished round only (state.pt), so that is the round exported.
+A run keeps the trained weights of its last finished round only (state.pt), so that is the round `--weights
+trained` (the default) exports. `--weights ticket` exports the winning ticket of any round instead: the run's mask of
+that round (masks/round_NN.safetensors) on the weights at its rewind point, the subnetwork to train, its card giving
+the accuracy that round's training reached.
 """
 
 from __future__ import annotations
@@ -68,11 +71,16 @@ class Export:
 
 
 # --- reading the source ----------------------------------------------------------------------------
-def read_source(source: str | os.PathLike, round_index: int | None, model_name_or_path: str | None) -> Export:
+WEIGHTS = ("trained", "ticket")
+
+
+def read_source(
+    source: str | os.PathLike, round_index: int | None, model_name_or_path: str | None, weights: str = "trained"
+) -> Export:
     path = Path(source)
     if path.is_file():
-        if round_index is not None:
-            raise UserError("--round is for a run directory; a ticket file is one round already")
+        if round_index is not None or weights != "trained":
+            raise UserError("--round and --weights are for a run directory; a ticket file is one round's ticket already")
         return _from_ticket(path, model_name_or_path)
     if not path.is_dir():
         raise UserError(f"export source {path} does not exist (expected a run directory or a BERT ticket file)")
@@ -84,10 +92,12 @@ def read_source(source: str | os.PathLike, round_index: int | None, model_name_o
     if not rows or state.get("trained") is None:
         raise UserError(f"export source {path} has no finished round yet")
     last = int(rows[-1]["round"])
+    if weights == "ticket":
+        return _ticket_of_round(path, settings, state, last if round_index is None else round_index, model_name_or_path)
     if round_index is not None and round_index != last:
         raise UserError(
             f"--round {round_index}: {path} keeps the trained weights of its last finished round only (round {last}); "
-            f"export --round {last}, or the round's ticket file"
+            f"export --round {last}, or round {round_index}'s ticket (--weights ticket: its mask on the rewind weights)"
         )
     mask = Mask.from_state_dict(state["mask"])
     row = rows[-1]
@@ -95,6 +105,41 @@ def read_source(source: str | os.PathLike, round_index: int | None, model_name_o
     if "model_name_or_path" in settings:
         return _from_bert_run(path, settings, state, mask, last, accuracy, model_name_or_path)
     return _from_image_run(path, settings, state, mask, last, accuracy, str(row.get("arch")))
+
+
+def _ticket_of_round(path: Path, settings: dict, state: dict, round_index: int, model_name_or_path) -> Export:
+    """The winning ticket of a round: the run's mask of that round on the weights at its rewind point (a control's
+    rounds start from weights of their own, so only a winning ticket's rounds are tickets)."""
+    from lth.mask_file import load_mask
+    from lth.results import round_mask_path
+
+    if settings.get("run_type", "winning_ticket") != "winning_ticket":
+        raise UserError(f"--weights ticket: {path} is a {settings['run_type']} control, not a winning ticket")
+    rows = {int(row["round"]): row for row in state["rows"]}
+    mask_path = round_mask_path(path, round_index)
+    if round_index not in rows or not mask_path.is_file():
+        raise UserError(
+            f"--round {round_index}: {path} has no finished round {round_index} with its mask kept "
+            f"(finished rounds: {min(rows)}-{max(rows)}; masks of every round are kept since runs write them)"
+        )
+    mask = load_mask(mask_path)[0]
+    weights = state["rewind"] if state.get("rewind") is not None else state["init"]
+    row = rows[round_index]
+    accuracy = {k: row[k] for k in ACCURACY_COLUMNS if isinstance(row.get(k), (int, float))}
+    trained = ", ".join(f"{k} {v:.2f}" for k, v in accuracy.items())
+    made_from = (
+        f"the winning ticket of round {round_index} of the IMP run {path.name}: its mask of that round on the weights "
+        f"at the rewind point, untrained; train it before use (trained in that round it reached {trained or 'n/a'})"
+    )
+    if "model_name_or_path" in settings:
+        exported = _from_bert_run(path, settings, {"trained": weights}, mask, round_index, accuracy, model_name_or_path)
+    else:
+        exported = _from_image_run(
+            path, settings, {"trained": weights}, mask, round_index, accuracy, str(row.get("arch"))
+        )
+    exported.made_from = made_from
+    exported.extra["weights"] = "ticket"
+    return exported
 
 
 ACCURACY_COLUMNS = ("dev_accuracy", "dev_f1", "test_accuracy_early_stop", "test_accuracy_final", "val_accuracy")
@@ -233,12 +278,13 @@ def export(
     round_index: int | None = None,
     model_name_or_path: str | None = None,
     push_to_hub: str | None = None,
+    weights: str = "trained",
 ) -> Path:
     output = Path(output)
     check_output(output)
     if push_to_hub:
         hub_reachable_or_fail(push_to_hub)
-    exported = read_source(source, round_index, model_name_or_path)
+    exported = read_source(source, round_index, model_name_or_path, weights)
     staging = output.with_name(f".{output.name}.export-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()

@@ -133,6 +133,32 @@ def test_an_image_run_exports_a_state_dict_and_the_line_that_builds_its_model(tm
         assert torch.equal(namespace["model"].eval()(images), own(images))
 
 
+def test_the_winning_ticket_of_any_round_exports_its_mask_on_the_rewind_weights(tmp_path, capsys):
+    """--weights ticket --round r: round r's kept mask on the initial weights (untrained), the card saying so and
+    giving the accuracy round r's training reached; the trained weights stay the last round's only."""
+    tiny_mnist(tmp_path / "data", require_data("MNIST/raw"))
+    main = family_module("Lenet-300-100", "main")
+    tiny = ["--iterations", "20", "--eval_every", "10", "--rounds", "2", "--quiet", "--device", "cpu"]
+    main.main([*tiny, "--data_dir", str(tmp_path / "data"), "--output_dir", str(tmp_path / "results")])
+    (run_dir,) = [p.parent for p in (tmp_path / "results").glob("*/state.pt")]
+    state = load_checkpoint(run_dir / "state.pt")
+    out = tmp_path / "round1"
+    lth(["export", str(run_dir), str(out), "--weights", "ticket", "--round", "1"])
+    model = load_exported_image_model(out)
+    mask, _ = load_mask(out / "mask.safetensors")
+    kept, _ = load_mask(run_dir / "masks" / "round_01.safetensors")
+    assert mask.equals(kept) and not mask.equals(Mask.from_state_dict(state["mask"])), "round 1's, not the last's"
+    for name, value in model.state_dict().items():
+        expected = state["init"][name] * kept.layers[name] if name in kept.layers else state["init"][name]
+        assert torch.equal(value, expected), name
+    card = (out / "README.md").read_text()
+    accuracy = state["rows"][1]["test_accuracy_early_stop"]
+    assert "winning ticket of round 1" in card and "untrained" in card and f"{accuracy:.2f}" in card
+    with pytest.raises(SystemExit):
+        lth(["export", str(run_dir), str(tmp_path / "o"), "--weights", "ticket", "--round", "5"])
+    assert "no finished round 5" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
 def test_export_bad_input_is_one_line_and_leaves_nothing(bert_run, tmp_path, capsys, monkeypatch):
     _, run_dir, _ = bert_run
     full = tmp_path / "full"
