@@ -184,7 +184,9 @@ def without_cost(path: Path, drop: tuple[str, ...] = ()) -> list[list[str]]:
 
 @pytest.mark.parametrize("name", sorted(p.name for p in GOLDEN.iterdir()))
 def test_the_earlier_variant_gives_the_csvs_it_gave_before(name, mnist, tmp_path):
-    """Runs made by the code before --control_mask existed (tests/golden/earlier_controls), made again."""
+    """Runs made by the code before --control_mask existed (tests/golden/earlier_controls), made again: the same
+    cells, a number allowed to differ by one in its last printed (sixth) digit, which CPUs' kernels round
+    differently (the code of 9c52de4 itself gives 0.452868 here and 0.452869 on another machine)."""
     main = family_module("Lenet-300-100", "main")
     mode, run_type = name.split("-")[2].split("_", 1)[0], "random_reinit" if "reinit" in name else "random_prune"
     argv = ["--iterations", "60", "--eval_every", "30", "--rounds", "2", "--data_dir", str(mnist),
@@ -192,7 +194,21 @@ def test_the_earlier_variant_gives_the_csvs_it_gave_before(name, mnist, tmp_path
     main.main([*argv, "--imp_mode", mode, "--run_type", run_type, "--control_mask", "own"])
     for table in ("rounds.csv", "curve.csv"):
         made = without_cost(tmp_path / name / table, drop=("control_mask",))
-        assert made == without_cost(GOLDEN / name / table), table
+        golden = without_cost(GOLDEN / name / table)
+        assert made[0] == golden[0] and len(made) == len(golden), table
+        for row, (a, b) in enumerate(zip(made[1:], golden[1:], strict=True), start=1):
+            for column, x, y in zip(made[0], a, b, strict=True):
+                assert x == y or same_to_last_digit(x, y), f"{table} row {row} {column}: {x} != {y}"
+
+
+def same_to_last_digit(x: str, y: str) -> bool:
+    """Two printed numbers that differ by at most one in the last digit either shows."""
+    try:
+        a, b = float(x), float(y)
+    except ValueError:
+        return False
+    places = max(len(s.split(".")[1]) if "." in s else 0 for s in (x, y))
+    return abs(a - b) <= 1.01 * 10**-places
 
 
 @pytest.mark.parametrize(

@@ -31,7 +31,8 @@ NO_GPU = ["--gres=none", "--cpus-per-task=1", "--mem=2G"]  # the README's overri
 LEASE_TIMEOUT = 10  # the jobs' $LTH_LEASE_TIMEOUT, so a dead holder's lease goes stale within the test
 LENET = "--iterations 200 --eval_every 100 --rounds 1"
 # Long enough to meet the time-limit warning (--time=2 with USR1 55 s before it) and survive a requeue and a kill.
-LONG = "--iterations 1500 --eval_every 750 --rounds 2 --checkpoint_every 100"
+# About two minutes of work on a free core: the warning may come as late as 65 s after the start.
+LONG = "--iterations 3000 --eval_every 1500 --rounds 2 --checkpoint_every 100"
 TIME_LIMIT = ["--time=2", "--signal=B:USR1@55"]
 
 
