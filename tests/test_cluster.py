@@ -63,7 +63,7 @@ def lenet_command(tmp_path, *extra):
     main = family_module("Lenet-300-100", "main")
 
     def command(output):
-        argv = ["--iterations", "1500", "--eval_every", "500", "--rounds", "1", "--checkpoint_every", "0",
+        argv = ["--iterations", "800", "--eval_every", "400", "--rounds", "1", "--checkpoint_every", "0",
                 "--data_dir", str(tmp_path / "data"), "--output_dir", str(output), "--quiet", "--device", "cpu",
                 *extra]  # fmt: skip
         return lambda: main.main(argv)

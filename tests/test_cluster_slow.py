@@ -21,9 +21,11 @@ def test_lenet_sigusr1_is_the_cluster_warning_signal(tmp_path):
 
 
 @pytest.mark.slow
-def test_cnn_sigterm_mid_round_stops_and_resumes_identically(tmp_path):
-    random_cifar(tmp_path / "data")
+def test_cnn_sigterm_mid_round_stops_and_resumes_identically(tmp_path, monkeypatch):
+    random_cifar(tmp_path / "data", train=1000)
     main = family_module("CNN", "main")
+    # 500 validation images, not 5,000: evaluations were most of this test's time, and resume does not depend on it.
+    monkeypatch.setitem(main.load_data.__globals__, "VALIDATION_SIZE", 500)  # the data module main.py reads
 
     def command(output):
         argv = ["--arch", "Conv-2", "--iterations", "40", "--eval_every", "40", "--batch_size", "8",
@@ -77,7 +79,7 @@ def test_sweep_runs_lines_side_by_side_and_a_stop_signal_stops_all_of_them_to_re
 
     lenet_command(tmp_path)  # builds the tiny MNIST data root
     config = tmp_path / "configs.txt"
-    common = f"--iterations 1500 --eval_every 500 --rounds 1 --checkpoint_every 0 --quiet --device cpu --data_dir {tmp_path / 'data'} --output_dir {tmp_path / 'runs'}"
+    common = f"--iterations 800 --eval_every 400 --rounds 1 --checkpoint_every 0 --quiet --device cpu --data_dir {tmp_path / 'data'} --output_dir {tmp_path / 'runs'}"
     config.write_text(f"--trial 0 {common}\n--trial 1 {common}\n--trial 2 {common}\n")
     command = [sys.executable, "-m", "lth", "sweep", str(config), "--script", str(REPO / "Lenet-300-100" / "main.py"),
                "--per_device", "2"]  # fmt: skip
