@@ -4,6 +4,11 @@ linear layers and the pooler, rewinding to the pre-trained weights (or to the we
 
     python lottery_ticket_bert.py --task sst2 --sparsity 0.6 --epochs 3 --batch_size 32 --lr 2e-5 --seed 42
     python lottery_ticket_bert.py --task qqp --sparsity 0.7 --model_name_or_path minilm --subset 4000 --epochs 1
+
+Chen et al.'s baselines are branches of that ticket (the same flags, in the same --output_dir): they share its
+dense round 0 and train one round, at their own --sparsity, taken from the ticket that went to --ticket_sparsity:
+
+    python lottery_ticket_bert.py --task sst2 --sparsity 0.5 --ticket_sparsity 0.7 --run_type random_prune --seed 42
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from trainer import build_recipe, rewind_iteration
 
 from lth.arguments import resolve_device
 from lth.errors import UserError, user_facing
-from lth.experiment import configure_threads, seed_everything
+from lth.experiment import configure_threads, seed_everything, ticket_dir_of
 from lth.imp import IMPSettings, run_imp
 from lth.masks import Mask
 from lth.results import RunDirectory, is_finished
@@ -109,13 +114,17 @@ def main(argv=None) -> None:
     device = resolve_device(args.device)
     configure_threads()
     resolve_model(args.model_name_or_path)  # an unusable --model_name_or_path fails before anything is written
+    branch_round = args.baseline_round() if args.is_baseline() else None  # no round of its ticket: refused here
     run = RunDirectory(args.output_dir, args)
-    tickets = [args.ticket_path(s) for s in (0.0, args.sparsity)]
-    for sparsity, path in zip((0.0, args.sparsity), tickets, strict=True):
+    # Winning tickets write ticket files; baselines only their results.
+    targets = () if args.is_baseline() else (0.0, args.sparsity)
+    tickets = [args.ticket_path(s) for s in targets]
+    for sparsity, path in zip(targets, tickets, strict=True):
         refuse_other_ticket(path, args, sparsity)  # before any training: another run's ticket stops this one
     with run:  # opening compares the saved settings (the model by content) before the run counts as finished
         if is_finished(run.path) and all(p.exists() for p in tickets):
-            print(f"{run.path}: finished earlier; nothing to do (tickets: {', '.join(map(str, tickets))})")
+            made = f" (tickets: {', '.join(map(str, tickets))})" if tickets else ""
+            print(f"{run.path}: finished earlier; nothing to do{made}")
             return
         if not is_finished(run.path):
             seed_everything(args.seed)
@@ -130,23 +139,41 @@ def main(argv=None) -> None:
             steps = recipe.batches.steps_per_epoch
             k = rewind_iteration(args, steps)
             settings = IMPSettings(
-                rounds=rounds_needed(total, args.sparsity, args.prune_step_of_original),
+                rounds=branch_round or rounds_needed(total, args.sparsity, args.prune_step_of_original),
                 seed=args.seed,
+                run_type=args.run_type,
                 rewind_iteration=k,
                 extra_columns={
                     "rewind_iteration": k,
                     "train_examples": len(data.train),
                     "dev_examples": len(data.dev),
                 },
+                ticket_dir=ticket_dir_of(args),
+                first_branch_round=branch_round or 1,
+                ticket_hint=ticket_hint(args),
             )
+            what = f"{settings.rounds} pruning rounds"
+            if branch_round is not None:
+                what = f"{args.run_type}: round {branch_round} of its ticket {args.ticket_run()}"
             print(
                 f"{args.task}: {len(data.train)} train / {len(data.dev)} dev examples, {steps} steps per epoch, "
-                f"{len(names)} prunable matrices ({total:,} weights), {settings.rounds} pruning rounds"
+                f"{len(names)} prunable matrices ({total:,} weights), {what}"
             )
             run_imp(run, recipe, settings, quiet=args.quiet)
-        written = write_tickets(args, run.path)
+        written = write_tickets(args, run.path) if not args.is_baseline() else []
     print(f"results: {run.rounds_csv} and {run.curve_csv}")
-    print(f"tickets: {', '.join(map(str, written))}")
+    if written:
+        print(f"tickets: {', '.join(map(str, written))}")
+
+
+def ticket_hint(args: LotterySettings) -> str | None:
+    """How to train a baseline's ticket, for the one line of a baseline whose ticket nobody trains."""
+    if not args.is_baseline():
+        return None
+    return (
+        f"train the ticket first: lottery_ticket_bert.py with the same flags, --run_type winning_ticket and "
+        f"--sparsity {args.ticket_sparsity:g} (no --ticket_sparsity)"
+    )
 
 
 if __name__ == "__main__":

@@ -61,6 +61,28 @@ def classifier_factory(name_or_path: str, num_labels: int = NUM_LABELS) -> Calla
     return lambda: sequence_classifier(name_or_path, num_labels)
 
 
+def reinitialized_classifier(name_or_path: str, num_labels: int = NUM_LABELS) -> nn.Module:
+    """The pre-trained model's architecture (its config) with every weight drawn afresh by the model's own
+    initialiser, from the global RNG (seed it first): what Chen et al.'s code trains for random re-initialisation
+    (BERT-Tickets' `--dir rand`: `model_class(config=config)`)."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    quiet_transformers()
+    try:
+        config = AutoConfig.from_pretrained(
+            resolve_model(name_or_path), num_labels=num_labels, local_files_only=hub_offline()
+        )
+    except (OSError, ValueError) as error:
+        raise UserError(
+            f"--model_name_or_path {name_or_path}: no config could be loaded ({_first_line(error)})"
+        ) from None
+    return AutoModelForSequenceClassification.from_config(config)
+
+
+def reinitialized_factory(name_or_path: str, num_labels: int = NUM_LABELS) -> Callable[[], nn.Module]:
+    return lambda: reinitialized_classifier(name_or_path, num_labels)
+
+
 def head_parameter_names(model: nn.Module) -> list[str]:
     from lth.tickets import HEAD_PREFIX
 

@@ -63,13 +63,19 @@ def plot_sparsity_curves(rounds: pd.DataFrame, path: Path) -> Path:
     for ax, (task, metric) in zip(axes[0], panels, strict=True):
         group = rounds[rounds.task == task]
         conditions = condition_groups(group, drawn_apart=("task",))
-        shown = [k for k in varying(conditions) if k not in ("arch", "model_name_or_path", "variant", "keep_pooler")]
+        # A baseline is named by its run type (in place of "ticket"); its round 0 is its ticket's dense model.
+        hidden = ("arch", "model_name_or_path", "variant", "keep_pooler", "run_type", "ticket_sparsity")
+        shown = [k for k in varying(conditions) if k not in hidden]
         for setting, by_model in conditions:
             kept = setting["variant"]
             label = Path(str(setting["arch"])).name + (f" ({setting_title(setting, shown)})" if shown else "")
+            run_type = str(setting.get("run_type", "winning_ticket"))
+            method = "ticket" if run_type == "winning_ticket" else run_type
             stats = mean_min_max(by_model, ["round"], metric)
             stats["sparsity_pct"] = by_model.groupby("round")["sparsity_pct"].mean().values
-            plot_mean_range(ax, stats, "sparsity_pct", f"{label} ticket{kept}")
+            if method != "ticket":  # its one trained round; round 0 is the ticket's dense line
+                stats = stats[stats["round"] > 0]
+            plot_mean_range(ax, stats, "sparsity_pct", f"{label} {method}{kept}")
             dense = stats.loc[stats["round"] == 0, "mean"]
             if len(dense):
                 ax.axhline(

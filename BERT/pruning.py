@@ -35,6 +35,15 @@ def rounds_needed(total: int, sparsity: float, prune_rate: float = PRUNE_RATE) -
     return math.ceil(sparsity / prune_rate - 1e-9)
 
 
+def round_of_sparsity(sparsity: float, target: float, prune_rate: float = PRUNE_RATE) -> int | None:
+    """The round of an IMP run to `target` whose sparsity is `sparsity` (ChenPruning: round r at
+    min(r x prune_rate, target)); None where no round has it. Round 0 is the dense one."""
+    rounds = math.ceil(sparsity / prune_rate - 1e-9)
+    if sparsity > target + 1e-9 or abs(min(rounds * prune_rate, target) - sparsity) > 1e-9:
+        return None
+    return rounds
+
+
 @dataclass
 class ChenPruning:
     """Round r prunes up to round(min(r x prune_rate, target_sparsity) x original count) weights,

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 from data import MAX_LENGTH
 from model import DEFAULT_MODEL
-from pruning import PRUNE_RATE
+from pruning import PRUNE_RATE, round_of_sparsity
 from trainer import WARMUP_FRACTION, WEIGHT_DECAY
 
 from lth.arguments import fraction, non_negative_float, non_negative_int, positive_int
 from lth.errors import UserError
 from lth.model_identity import ModelIdentity, identify_model, model_key
 from lth.settings import (
+    BRANCH_SUFFIX,
+    IMP_RUN_TYPES,
     Alias,
     ReportingSettings,
     Settings,
@@ -25,6 +28,7 @@ from lth.settings import (
     output_dir_setting,
     quiet_setting,
     readable_name,
+    run_type_setting,
     seed_setting,
     setting,
 )
@@ -51,7 +55,19 @@ class LotterySettings(ReportingSettings):
         "Lottery tickets in pre-trained BERT (Chen et al., NeurIPS 2020): global IMP over the encoder's linear "
         "layers and the pooler, rewinding to the pre-trained weights, until exactly --sparsity."
     )
-    NAME_FIELDS = ("task", "model_name_or_path", "sparsity", "rewind_to", "subset", "keep_pooler", "seed")
+    # run_type and ticket_sparsity are shown in a baseline's name; at their defaults (a winning ticket) they add
+    # nothing, so every ticket keeps the name and hash it had before baselines existed.
+    NAME_FIELDS = (
+        "task",
+        "model_name_or_path",
+        "sparsity",
+        "run_type",
+        "ticket_sparsity",
+        "rewind_to",
+        "subset",
+        "keep_pooler",
+        "seed",
+    )
 
     task: str = setting("sst2", "source task", choices=sorted(GLUE_TASKS))
     model_name_or_path: str = setting(
@@ -59,6 +75,23 @@ class LotterySettings(ReportingSettings):
     )
     sparsity: float = setting(
         0.6, "final sparsity of the prunable weights, in [0, 1) (Chen et al.: SST-2 0.6, QQP 0.9)", parse=fraction
+    )
+    run_type: str = run_type_setting(
+        choices=IMP_RUN_TYPES,
+        meanings={
+            "winning_ticket": "IMP to --sparsity, survivors rewound to the pre-trained weights and initial head",
+            "random_reinit": "its ticket's mask of --sparsity on the whole model re-initialised from its config",
+            "random_prune": "a random mask with its ticket's per-matrix counts at --sparsity, on the pre-trained "
+            "weights and initial head",
+            "standard_pruning": "its ticket's fine-tuned dense model pruned once by magnitude to --sparsity, then "
+            "fine-tuned from those weights without rewinding",
+        },
+    )
+    ticket_sparsity: float | None = setting(
+        None,
+        "a baseline's ticket: the winning_ticket run of the same settings with this --sparsity, in the same "
+        "--output_dir; the baseline takes its round at the baseline's --sparsity (default: the baseline's --sparsity)",
+        parse=fraction,
     )
     rewind_to: str = setting(
         "pretrained",
@@ -124,6 +157,47 @@ class LotterySettings(ReportingSettings):
             raise UserError("--prune_step_of_original must be above 0 (a share of the original prunable weights)")
         if self.rewind_to == "warmup" and self.warmup == 0:
             raise UserError("--rewind_to warmup needs --warmup of at least 1 epoch")
+        if not self.is_baseline():
+            if self.ticket_sparsity is not None:
+                raise UserError(
+                    "--ticket_sparsity names a baseline's ticket; a --run_type winning_ticket run is the ticket itself "
+                    "(give --run_type random_prune, random_reinit or standard_pruning, or drop --ticket_sparsity)"
+                )
+            return
+        if self.sparsity == 0:
+            raise UserError(
+                f"--run_type {self.run_type} needs --sparsity above 0 (the dense round 0 is its ticket's, shared)"
+            )
+        if self.ticket_sparsity is None:
+            self.ticket_sparsity = self.sparsity
+        if self.ticket_sparsity < self.sparsity:
+            raise UserError(
+                f"--ticket_sparsity {self.ticket_sparsity:g} is below --sparsity {self.sparsity:g}: the baseline "
+                "takes its ticket's round at its own sparsity, which that ticket never reaches"
+            )
+
+    # --- baselines: branches of the winning ticket (lth.branches) ---
+    def is_baseline(self) -> bool:
+        return self.run_type != "winning_ticket"
+
+    def ticket_settings(self) -> LotterySettings:
+        """The winning ticket a baseline branches from: the same settings, pruned to --ticket_sparsity."""
+        return dataclasses.replace(self, run_type="winning_ticket", sparsity=self.ticket_sparsity, ticket_sparsity=None)
+
+    def ticket_run(self) -> str | None:
+        """Every baseline shares its ticket's round 0; random_prune and random_reinit take its mask too."""
+        return self.ticket_settings().run_name() if self.is_baseline() else None
+
+    def baseline_round(self) -> int:
+        """The ticket's round whose sparsity is this baseline's --sparsity: the one round it trains."""
+        found = round_of_sparsity(self.sparsity, self.ticket_sparsity, self.prune_step_of_original)
+        if found is None:
+            step = self.prune_step_of_original
+            raise UserError(
+                f"--sparsity {self.sparsity:g} is no round of its ticket (--ticket_sparsity {self.ticket_sparsity:g}, "
+                f"--prune_step_of_original {step:g}: rounds at multiples of {step:g} up to {self.ticket_sparsity:g})"
+            )
+        return found
 
     # --- the model by content: two folders of one model are one run; two models in folders of one name are not ---
     def model_identity(self) -> ModelIdentity:
@@ -146,14 +220,20 @@ class LotterySettings(ReportingSettings):
 
     def ticket_owner(self, sparsity: float) -> dict:
         """What a ticket file at `sparsity` is made of: this run's identity, less the target sparsity for the dense
-        (sparsity 0) ticket, which every target shares. A ticket file of another owner is never overwritten."""
+        (sparsity 0) ticket, which every target shares. A ticket file of another owner is never overwritten. Only
+        winning tickets write ticket files: the run type and a baseline's ticket_sparsity are not part of it (so
+        ticket files written before baselines existed keep their owner)."""
         owner = self.identity()
+        owner.pop("run_type")
+        owner.pop("ticket_sparsity")
         if sparsity == 0:
             owner.pop("sparsity")
         return {k: list(v) if isinstance(v, tuple) else v for k, v in owner.items()}
 
     def _readable(self, first: tuple, sparsity: float) -> list[tuple]:
         parts = [first, ("", model_label(self.model_name_or_path)), ("sparsity", percent(sparsity))]
+        if self.is_baseline():  # e.g. random_prune-of-ticket70: the ticket that went to 70%
+            parts.append(("", f"{self.run_type}{BRANCH_SUFFIX}{percent(self.ticket_sparsity)}"))
         parts.append(("rewind-", self.rewind_to))
         if self.subset:
             parts.append(("subset", self.subset))
@@ -162,7 +242,8 @@ class LotterySettings(ReportingSettings):
         return [*parts, ("seed", self.seed)]
 
     def name_prefix(self) -> str:
-        """bert-sst2_minilm_sparsity60_rewind-pretrained_subset4000_seed42"""
+        """bert-sst2_minilm_sparsity60_rewind-pretrained_subset4000_seed42; a baseline's says its run type and its
+        ticket's target: bert-sst2_minilm_sparsity50_random_prune-of-ticket70_rewind-pretrained_subset4000_seed42"""
         return readable_name(self._readable(("bert-", self.task), self.sparsity))
 
     def ticket_path(self, sparsity: float) -> Path:

@@ -8,6 +8,7 @@ import math
 import torch
 import torch.nn.functional as F
 from data import TaskData
+from model import reinitialized_factory
 from pruning import ChenPruning, bert_prunable_names
 from torch import nn
 
@@ -106,6 +107,8 @@ def build_recipe(
     return IMPRecipe(
         arch=model_key(args.model_name_or_path),  # the model by content: two folders of one model are one arch
         model_factory=model_factory,
+        # random_reinit's weights: the architecture initialised from scratch (model_factory loads pre-trained ones)
+        fresh_model_factory=reinitialized_factory(args.model_name_or_path),
         policy=ChenPruning(args.prune_step_of_original, args.sparsity),
         make_optimizer=lambda model: make_adamw(model, args.lr, args.weight_decay),
         batches=batches,

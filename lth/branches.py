@@ -6,6 +6,9 @@ round r takes the ticket's mask of round r, which the ticket writes into its run
 round (`masks/round_NN.safetensors`). random_reinit trains that mask from fresh weights; random_prune trains a
 random mask with its per-layer counts from the ticket's rewind weights.
 
+BERT's baselines (Chen et al.) are branches too: they share the ticket's round 0 and train one round, the ticket's
+round of their sparsity (`first_round`); standard pruning takes the ticket's trained dense weights from its state.
+
 Where the ticket has not got that far, the control waits while the ticket is being trained (its lease is live;
 batched and swept together they never wait on each other), and otherwise stops with one line saying what to run
 first. Waiting loses nothing: the control has done no work on that round yet.
@@ -13,6 +16,7 @@ first. Waiting loses nothing: the control has done no work on that round yet.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
@@ -23,7 +27,7 @@ from lth.errors import UserError
 from lth.mask_file import load_mask, save_mask
 from lth.masks import Mask
 from lth.results import COST_COLUMNS, is_finished, read_csv_rows, round_mask_path, rounds_done
-from lth.settings import BRANCH_SUFFIX, CONTROL_RUN_TYPES
+from lth.settings import BRANCH_SUFFIX, CONTROL_RUN_TYPES, STANDARD_PRUNING, TICKET_RUN_KEY
 from lth.stopping import StopRequested, stop_requested
 from lth.storage import DirectoryLock, load_checkpoint
 
@@ -46,9 +50,16 @@ def ticket_wait_seconds() -> float:
 
 
 def ticket_of(run_path: Path) -> Path | None:
-    """The winning ticket's run directory of a control of the ticket's definition (None for other runs): the same
-    name with `winning_ticket` for `<run type>-of-ticket` (the run type and control_mask are in the readable prefix,
-    never in the hash)."""
+    """The winning ticket's run directory of a branch (None for other runs): the one its settings.json names
+    (`ticket_run`, beside it), or, for a control saved before settings.json named it, the same name with
+    `winning_ticket` for `<run type>-of-ticket` (the run type and control_mask are in the readable prefix, never in
+    the hash)."""
+    try:
+        saved = json.loads((Path(run_path) / "settings.json").read_text())
+    except (OSError, ValueError):
+        saved = None
+    if isinstance(saved, dict) and isinstance(saved.get(TICKET_RUN_KEY), str):
+        return Path(run_path).with_name(saved[TICKET_RUN_KEY])
     for run_type in CONTROL_RUN_TYPES:
         label = f"_{run_type}{BRANCH_SUFFIX}_"
         if label in f"{run_path.name}_":
@@ -84,27 +95,34 @@ class TicketBranch:
     ticket_dir: Path
     control: str  # the control's run name, for messages
     poll_seconds: float = 2.0
+    # How to train the ticket, for the line of a branch whose ticket nobody trains (None: the image families' way).
+    train_first: str | None = None
 
     def start_state(
-        self, fresh: dict, run_type: str, seed: int, rewind_iteration: int, extra_columns: dict, identity: set[str]
+        self,
+        fresh: dict,
+        run_type: str,
+        seed: int,
+        rewind_iteration: int,
+        extra_columns: dict,
+        identity: set[str],
+        first_round: int = 1,
     ) -> dict:
         """The control's state after round 0: the ticket's round 0, relabelled (its cost stays the ticket's).
 
         Read from what a ticket's run directory keeps with its results (rounds.csv, curve.csv, masks), so a
         control can start from a ticket trained on another machine or in an earlier session; the initial weights
-        are the ticket's (`fresh`: the same seeds draw them), the weights at a rewind iteration k > 0 come from the
-        ticket's state.
+        are the ticket's (`fresh`: the same seeds draw them), the weights at a rewind iteration k > 0 and the dense
+        trained weights that standard pruning starts from come from the ticket's state. The branch trains
+        `first_round` next (a BERT baseline: the round of its sparsity, none of the rounds before it).
         """
         self._await(lambda: 0 in rounds_done(self.ticket_dir), "finished round 0")
-        rewind = None
+        needed = {}
         if rewind_iteration > 0:
-            state_path = self.ticket_dir / "state.pt"
-            if not state_path.exists():
-                raise UserError(
-                    f"{self.control}: its winning ticket {self.ticket_dir} kept no run state (state.pt), which holds "
-                    f"its weights at iteration {rewind_iteration}; train the ticket again into another --output_dir"
-                )
-            rewind = load_checkpoint(state_path, "winning ticket's run state")["rewind"]
+            needed["rewind"] = f"its weights at iteration {rewind_iteration}"
+        if run_type == STANDARD_PRUNING:
+            needed["dense_trained"] = "its trained dense weights of round 0 (what standard pruning prunes)"
+        kept = self._ticket_state(needed)
         # The ticket's identity columns go: the control's own are written with its results.
         row = {k: v for k, v in _round_rows(self.ticket_dir / "rounds.csv")[0].items() if k not in identity}
         row |= {"run_type": run_type, "seed": seed, **extra_columns}
@@ -114,14 +132,38 @@ class TicketBranch:
             for point in _round_rows(self.ticket_dir / "curve.csv")
             if point["round"] == 0
         ]
-        return {
+        state = {
             **fresh,
-            "next_round": 1,
-            "rewind": rewind,
+            "next_round": first_round,
+            "rewind": kept.get("rewind"),
             "mask": self.mask(0).state_dict(),
             "rows": [row],
             "curve": curve,
         }
+        if "dense_trained" in kept:
+            state["dense_trained"] = state["trained"] = kept["dense_trained"]
+        return state
+
+    def _ticket_state(self, needed: dict[str, str]) -> dict:
+        """The entries of the ticket's run state (state.pt) that `needed` names (key: what it holds, for the
+        message), refusing in one line where the ticket kept no state or not that entry."""
+        if not needed:
+            return {}
+        what = " and ".join(needed.values())
+        state_path = self.ticket_dir / "state.pt"
+        if not state_path.exists():
+            raise UserError(
+                f"{self.control}: its winning ticket {self.ticket_dir} kept no run state (state.pt), which holds "
+                f"{what}; train the ticket again into another --output_dir"
+            )
+        state = load_checkpoint(state_path, "winning ticket's run state")
+        missing = [key for key in needed if state.get(key) is None]
+        if missing:
+            raise UserError(
+                f"{self.control}: the run state of its winning ticket {self.ticket_dir} (state.pt) lacks "
+                f"{' and '.join(needed[key] for key in missing)}; train the ticket again into another --output_dir"
+            )
+        return {key: state[key] for key in needed}
 
     def mask(self, round_index: int) -> Mask:
         """The ticket's mask of `round_index`, once the ticket has started that round."""
@@ -143,9 +185,12 @@ class TicketBranch:
                 )
             live = ticket.is_dir() and DirectoryLock(ticket).live_holder() is not None
             if not live and time.monotonic() >= deadline:
+                how = self.train_first or (
+                    "train the ticket first (or both in one call: --run_type winning_ticket random_reinit ...)"
+                )
                 raise TicketNotReady(
                     f"{self.control} needs its winning ticket {ticket} to have {what}, and nobody is training that "
-                    "ticket; train the ticket first (or both in one call: --run_type winning_ticket random_reinit ...)"
+                    f"ticket; {how}"
                 )
             if not announced:
                 print(f"{self.control}: waiting until its winning ticket {ticket.name} has {what}", flush=True)

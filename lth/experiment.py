@@ -50,11 +50,10 @@ def imp_settings_of(settings: Settings, **overrides) -> IMPSettings:
 
 
 def ticket_dir_of(settings: Settings) -> Path | None:
-    """The run directory of the winning ticket a control branches from (None: not such a control)."""
-    follows_ticket = getattr(settings, "follows_ticket", None)
-    if follows_ticket is None or not follows_ticket():
-        return None
-    return (Path(settings.output_dir) / settings.ticket_settings().run_name()).resolve()
+    """The run directory of the winning ticket a branch (a control, a BERT baseline) starts from, in the same
+    output_dir (None: not a branch)."""
+    ticket = settings.ticket_run()
+    return None if ticket is None else (Path(settings.output_dir) / ticket).resolve()
 
 
 def prune_at_init_of(settings: Settings) -> PruneAtInit | None:

@@ -7,11 +7,14 @@ round's compounded target (one-shot), then sets the surviving weights according 
 - winning_ticket: rewound to iteration 0, or to iteration k of the dense run (late rewinding);
 - random_reinit:  the winning ticket's mask of the round on fresh weights from the init distribution (own
                   seeded draw);
-- random_prune:   a random mask with the ticket's per-layer counts of the round, on the rewind weights.
+- random_prune:   a random mask with the ticket's per-layer counts of the round, on the rewind weights;
+- standard_pruning: the dense trained weights pruned once by magnitude to the round's target, trained again from
+                  those weights, not rewound (Chen et al.'s comparison for BERT).
 
 The controls are branches of the winning ticket of the same settings (lth.branches): they share its round 0 and
 take its mask of each round from its run directory, where a ticket keeps them. With `ticket_dir` unset they
-prune their own trained weights instead (the earlier study's variant, `--control_mask own`).
+prune their own trained weights instead (the earlier study's variant, `--control_mask own`). A branch may start
+at a later round than 1 (`first_branch_round`: BERT's baselines train only the round of their sparsity).
 
 After every round the run's state (masks, rewind weights, rows) is saved; inside a round the loop
 checkpoints every `checkpoint_every` iterations. Started again, a run continues where it stopped.
@@ -38,7 +41,7 @@ from lth.masks import Mask
 from lth.pruning import GlobalPruning, LayerwisePruning, magnitude_scores, random_mask_like
 from lth.results import CURVE_COLUMNS, ROUND_COLUMNS, RunDirectory, is_finished
 from lth.rewinding import derived_seed, fresh_initialization, to_cpu
-from lth.settings import IMP_MODES, RUN_TYPES
+from lth.settings import IMP_MODES, IMP_RUN_TYPES, STANDARD_PRUNING
 from lth.storage import atomic_write_text
 from lth.tracking import NoTracker, tracker_for
 from lth.training import (
@@ -70,6 +73,9 @@ class IMPRecipe:
     compile: bool = False  # torch.compile the network's forward and backward (lth.training.compile_options)
     precision: str = "auto"  # the training steps' arithmetic (lth.training.autocast_for)
     max_grad_norm: float = 0.0  # > 0: clip the gradients' global norm before each step
+    # The network random_reinit draws its fresh weights from (None: model_factory). A family whose model_factory
+    # loads pre-trained weights (BERT) gives one that initialises the architecture from scratch.
+    fresh_model_factory: Callable[[], nn.Module] | None = None
     # Turns a round's curve into its row's metric columns; image families select on validation loss.
     summarize: Callable[[list[dict]], dict] = early_stop_summary
     # One line printed per finished round (None: the image families' early-stop line).
@@ -101,6 +107,11 @@ class IMPSettings:
     # A control's winning ticket (its run directory), whose round 0 and masks it takes; None for a ticket, and
     # for a control of the earlier study's variant, which prunes its own trained weights.
     ticket_dir: Path | None = None
+    # The first round after round 0 that a branch of the ticket trains; the rounds between are not run (a BERT
+    # baseline trains the ticket's round of its sparsity only). 1 for the image families' controls.
+    first_branch_round: int = 1
+    # How to train the ticket, for the one line of a branch whose ticket nobody trains (None: the generic line).
+    ticket_hint: str | None = None
 
 
 def describe_early_stop_row(row: dict) -> str:
@@ -183,7 +194,7 @@ def starting_state(run: RunDirectory, recipe: IMPRecipe, cfg: IMPSettings) -> di
     if state is not None:
         return state
     if cfg.ticket_dir is not None:
-        branch = TicketBranch(cfg.ticket_dir, run.name)
+        branch = TicketBranch(cfg.ticket_dir, run.name, train_first=cfg.ticket_hint)
         state = branch.start_state(
             _new_state(recipe, cfg),
             cfg.run_type,
@@ -191,6 +202,7 @@ def starting_state(run: RunDirectory, recipe: IMPRecipe, cfg: IMPSettings) -> di
             cfg.rewind_iteration,
             cfg.extra_columns,
             identity=set(run.settings.identity()),
+            first_round=cfg.first_branch_round,
         )
     elif cfg.initial_state is not None:  # e.g. VGG's dense round trained by train.py
         state = cfg.initial_state()
@@ -216,8 +228,12 @@ def _prepare_round(
         return Mask.from_state_dict(state["mask"]), state["init"]
     previous = Mask.from_state_dict(state["mask"])
     dense = Mask({n: torch.ones_like(m) for n, m in previous.layers.items()})
+    if cfg.run_type == STANDARD_PRUNING:  # the trained dense network pruned once to this round's target, not rewound
+        trained = state["dense_trained"]
+        mask = _policy_for(recipe, dense).prune(magnitude_scores(trained, dense), dense, rounds=round_index)
+        return mask, trained
     if cfg.ticket_dir is not None:  # a branch of the winning ticket: its mask of this round, drawn inside the dense
-        mask, within = TicketBranch(cfg.ticket_dir, name).mask(round_index), dense
+        mask, within = TicketBranch(cfg.ticket_dir, name, train_first=cfg.ticket_hint).mask(round_index), dense
     else:  # the run's own magnitude mask (the earlier study's controls prune their own weights too)
         if cfg.mode == "oneshot":
             within, source, rounds = dense, state["dense_trained"], round_index
@@ -228,7 +244,8 @@ def _prepare_round(
         generator = torch.Generator().manual_seed(derived_seed(cfg.seed, 4, round_index))
         mask = random_mask_like(mask, within=within, generator=generator)
     if cfg.run_type == "random_reinit":
-        return mask, fresh_initialization(recipe.model_factory, derived_seed(cfg.seed, 5, round_index))
+        fresh = recipe.fresh_model_factory or recipe.model_factory
+        return mask, fresh_initialization(fresh, derived_seed(cfg.seed, 5, round_index))
     return mask, state["rewind"] if cfg.rewind_iteration > 0 else state["init"]
 
 
@@ -236,8 +253,10 @@ def run_imp(run: RunDirectory, recipe: IMPRecipe, cfg: IMPSettings, quiet: bool 
     """Run (or resume) IMP in an opened run directory; returns the per-round rows."""
     if cfg.mode not in IMP_MODES:
         raise ValueError(f"mode must be one of {IMP_MODES}")
-    if cfg.run_type not in RUN_TYPES:
-        raise ValueError(f"run type must be one of {RUN_TYPES}")
+    if cfg.run_type not in IMP_RUN_TYPES:
+        raise ValueError(f"run type must be one of {IMP_RUN_TYPES}")
+    if cfg.first_branch_round != 1 and (cfg.ticket_dir is None or not 1 <= cfg.first_branch_round <= cfg.rounds):
+        raise ValueError("first_branch_round is a round of a branch's ticket, from 1 to `rounds`")
     if is_finished(run.path):
         print(f"{run.path}: finished earlier; nothing to do")
         state = run.load_state()

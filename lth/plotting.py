@@ -20,7 +20,7 @@ from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
 
 from lth.errors import UserError  # noqa: E402
 from lth.results import MEASURED_COLUMNS, RUN_COLUMN, condition_columns  # noqa: E402
-from lth.settings import CONTROL_RUN_TYPES, value_label  # noqa: E402
+from lth.settings import BRANCH_SUFFIX, CONTROL_RUN_TYPES, value_label  # noqa: E402
 from lth.storage import atomic_savefig  # noqa: E402
 
 OWN_MASKS = "-own-masks"  # run-type suffix of the earlier study's controls (their own masks), a line of their own
@@ -29,11 +29,14 @@ OWN_MASKS = "-own-masks"  # run-type suffix of the earlier study's controls (the
 def controls_apart(frame: pd.DataFrame) -> pd.DataFrame:
     """Controls that pruned their own weights (`control_mask` own, or written before the column existed) become
     run types of their own, `random_reinit-own-masks`: drawn beside the ticket's controls, never averaged with
-    them, and in the same figure as the winning tickets."""
+    them, and in the same figure as the winning tickets. A run named `<run type>-of-ticket...` is a branch of its
+    ticket whatever its columns say (BERT's baselines, which have no control_mask setting)."""
     if "run_type" not in frame:
         return frame
     variant = frame["control_mask"] if "control_mask" in frame else pd.Series("own", index=frame.index)
     own = frame["run_type"].isin(CONTROL_RUN_TYPES) & variant.fillna("own").eq("own")
+    if RUN_COLUMN in frame:
+        own &= ~frame[RUN_COLUMN].astype(str).str.contains(BRANCH_SUFFIX, regex=False)
     frame = frame.copy()
     frame.loc[own, "run_type"] = frame.loc[own, "run_type"] + OWN_MASKS
     return frame.drop(columns=["control_mask"], errors="ignore")

@@ -251,8 +251,18 @@ class Settings:
 
     # --- what the run is -----------------------------------------------------------------
     def to_json(self) -> dict:
-        """settings.json: every identity and operational setting, canonical names."""
-        return {f.name: _canonical(getattr(self, f.name)) for f in self.declared() if f.metadata["kind"] != INPUT}
+        """settings.json: every identity and operational setting, canonical names, and the run name of the winning
+        ticket a branch starts from (`ticket_run`, read by `lth status`; not a setting)."""
+        saved = {f.name: _canonical(getattr(self, f.name)) for f in self.declared() if f.metadata["kind"] != INPUT}
+        ticket = self.ticket_run()
+        if ticket is not None:
+            saved[TICKET_RUN_KEY] = ticket
+        return saved
+
+    def ticket_run(self) -> str | None:
+        """The run name of the winning ticket this run branches from (its round 0 and masks, in the same
+        output_dir); None for a run that branches from none."""
+        return None
 
     def identity(self) -> dict:
         """Every setting that can change a result, in declaration order: the run's identity columns."""
@@ -291,19 +301,35 @@ class Settings:
 
 RUN_TYPES = ("winning_ticket", "random_reinit", "random_prune")
 CONTROL_RUN_TYPES = ("random_reinit", "random_prune")
+# Chen et al.'s comparison for BERT: the fine-tuned dense model pruned once by magnitude, then fine-tuned again from
+# its trained weights, without rewinding. The IMP loop knows it for any family; BERT offers it.
+STANDARD_PRUNING = "standard_pruning"
+IMP_RUN_TYPES = (*RUN_TYPES, STANDARD_PRUNING)
+# Where a run of each type starts, as --help says it.
+RUN_TYPE_HELP = {
+    "winning_ticket": "survivors rewound",
+    "random_reinit": "same mask, fresh init",
+    "random_prune": "random mask, same per-layer sparsity",
+    STANDARD_PRUNING: "the trained dense model pruned once, fine-tuned without rewinding",
+}
 IMP_MODES = ("iterative", "oneshot")
 # Where a control's mask of each round comes from: the winning ticket's (Frankle & Carbin's definition), or the
 # control's own trained weights (the earlier study's variant, kept reachable).
 CONTROL_MASKS = ("ticket", "own")
 BRANCH_SUFFIX = "-of-ticket"  # a control of the ticket's definition: `<run type>-of-ticket` in its run name
+TICKET_RUN_KEY = "ticket_run"  # settings.json of a branch: its winning ticket's run name (Settings.ticket_run)
 
 
-def run_type_setting(aliases: Iterable[Alias] = ()) -> Any:
+def run_type_setting(
+    aliases: Iterable[Alias] = (), choices: tuple[str, ...] = RUN_TYPES, meanings: dict[str, str] | None = None
+) -> Any:
+    """The run type: a winning ticket or a run that branches from one. `meanings` overrides RUN_TYPE_HELP's words
+    for a family whose run types start elsewhere (BERT: from the pre-trained weights)."""
+    meanings = {**RUN_TYPE_HELP, **(meanings or {})}
     return setting(
         "winning_ticket",
-        "winning_ticket (survivors rewound), random_reinit (same mask, fresh init), "
-        "random_prune (random mask, same per-layer sparsity)",
-        choices=RUN_TYPES,
+        ", ".join(f"{run_type} ({meanings[run_type]})" for run_type in choices),
+        choices=choices,
         aliases=aliases,
     )
 
@@ -524,3 +550,6 @@ class IMPRunSettings(ReportingSettings):
     def ticket_settings(self):
         """The winning ticket this control branches from (same settings, run type winning_ticket)."""
         return dataclasses.replace(self, run_type="winning_ticket", control_mask="ticket")
+
+    def ticket_run(self) -> str | None:
+        return self.ticket_settings().run_name() if self.follows_ticket() else None

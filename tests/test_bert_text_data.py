@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import types
+import warnings
+
 import pytest
 import torch
 from test_bert_support import make_tiny_glue, tiny_glue, tiny_model  # noqa: F401
 
 from lth.errors import UserError
 from lth.text_data import (
+    EncodedText,
     LengthGroupedBatches,
     TextSplit,
-    binary_f1,
     encode,
+    evaluate_text,
     glue_task,
     load_glue,
     read_glue_tsv,
@@ -109,9 +113,28 @@ def test_length_grouping_cuts_padding(tiny_model, tiny_glue):  # noqa: F811
     )
 
 
-def test_binary_f1_matches_a_hand_count():
-    predictions = torch.tensor([1, 1, 0, 0, 1, 0])
-    labels = torch.tensor([1, 0, 0, 1, 1, 0])
+class Predicts(torch.nn.Module):
+    """A stand-in classifier that predicts each example's first token id (0 or 1)."""
+
+    def forward(self, input_ids, attention_mask, token_type_ids):
+        return types.SimpleNamespace(logits=torch.nn.functional.one_hot(input_ids[:, 0], 2).float())
+
+
+def dev_f1(predictions: list[int], labels: list[int]) -> float:
+    lengths = torch.tensor([2 + i % 3 for i in range(len(labels))])  # length-sorted batches reorder the examples
+    ids = torch.tensor(predictions)[:, None].repeat(1, 4)
+    data = EncodedText(ids, torch.zeros_like(ids), torch.tensor(labels), lengths)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no ill-defined-metric warning where nothing is positive
+        return evaluate_text(Predicts(), data, ("accuracy", "f1"), batch_size=2)["dev_f1"]
+
+
+def test_f1_is_scikit_learns_of_the_positive_class_in_percent():
     # tp 2, fp 1, fn 1: precision 2/3, recall 2/3
-    assert binary_f1(predictions, labels) == pytest.approx(100 * 2 / 3)
-    assert binary_f1(torch.zeros(4, dtype=torch.long), torch.ones(4, dtype=torch.long)) == 0.0
+    assert dev_f1([1, 1, 0, 0, 1, 0], [1, 0, 0, 1, 1, 0]) == pytest.approx(100 * 2 / 3, abs=1e-12)
+    # tp 1, fp 3, fn 0: precision 1/4, recall 1: 2 x 1 / (2 x 1 + 3) = 40%
+    assert dev_f1([1, 1, 1, 1, 0], [1, 0, 0, 0, 0]) == pytest.approx(40.0, abs=1e-12)
+    assert dev_f1([0, 0, 0, 0], [1, 1, 0, 1]) == 0.0  # no positive predictions (a collapsed run)
+    assert dev_f1([0, 0, 0], [0, 0, 0]) == 0.0  # nothing positive anywhere
+    assert dev_f1([1, 1, 1], [0, 0, 0]) == 0.0
+    assert dev_f1([1, 0, 1], [1, 0, 1]) == 100.0
