@@ -201,6 +201,30 @@ class TicketBranch:
             time.sleep(self.poll_seconds)
 
 
+def state_from_results(run_path: Path, fresh: dict, identity: set[str]) -> dict | None:
+    """A run's state rebuilt from what its directory keeps with its results (rounds.csv, curve.csv, masks) where its
+    run state did not travel (a results tree committed without state.pt, another session's checkout; BERT's state is
+    hundreds of MB), from the same seeded initial weights (`fresh`). The trained weights of earlier rounds are not
+    needed, only the masks they gave: it continues at its next round where it kept that round's mask (written when
+    the round first started), else trains its last finished round again to regain the weights that mask comes
+    from. None where round 0 would be trained again anyway (nothing finished, or no mask kept)."""
+    done = rounds_done(run_path)
+    start = max(done, default=-1) + 1
+    while start > 0 and not round_mask_path(run_path, start).exists():
+        start -= 1
+    if start == 0 or not all(r in done for r in range(start)) or not round_mask_path(run_path, start - 1).exists():
+        return None
+    rows = [{k: v for k, v in row.items() if k not in identity} for row in _round_rows(run_path / "rounds.csv")]
+    curve = [{k: v for k, v in point.items() if k not in identity} for point in _round_rows(run_path / "curve.csv")]
+    return {
+        **fresh,
+        "next_round": start,
+        "mask": load_mask(round_mask_path(run_path, start - 1))[0].state_dict(),
+        "rows": [row for row in rows if row["round"] < start],
+        "curve": [point for point in curve if point["round"] < start],
+    }
+
+
 def _round_rows(path: Path) -> list[dict]:
     """A results CSV's rows with numbers as numbers (they are written back as they were read)."""
     return [{key: _number(cell) for key, cell in row.items()} for row in read_csv_rows(path)]

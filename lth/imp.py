@@ -33,13 +33,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from lth import provenance
-from lth.branches import TicketBranch, keep_round_mask
+from lth.branches import TicketBranch, keep_round_mask, state_from_results
 from lth.energy import EnergyMeter, Reading, meter_for
 from lth.errors import UserError
 from lth.init_pruning import PruneAtInit, prune_at_init
+from lth.mask_file import load_mask
 from lth.masks import Mask
 from lth.pruning import GlobalPruning, LayerwisePruning, magnitude_scores, random_mask_like
-from lth.results import CURVE_COLUMNS, ROUND_COLUMNS, RunDirectory, is_finished
+from lth.results import CURVE_COLUMNS, ROUND_COLUMNS, RunDirectory, is_finished, round_mask_path
 from lth.rewinding import derived_seed, fresh_initialization, to_cpu
 from lth.settings import IMP_MODES, IMP_RUN_TYPES, STANDARD_PRUNING
 from lth.storage import atomic_write_text
@@ -193,6 +194,12 @@ def starting_state(run: RunDirectory, recipe: IMPRecipe, cfg: IMPSettings) -> di
     state = run.load_state()
     if state is not None:
         return state
+    identity = set(run.settings.identity())
+    rebuilt = None if cfg.rewind_iteration > 0 else state_from_results(run.path, _new_state(recipe, cfg), identity)
+    if rebuilt is not None:  # its state.pt did not travel with its results: the next round from its kept mask
+        print(f"{run.name}: no run state; continuing at round {rebuilt['next_round']} from its results", flush=True)
+        run.save_state(rebuilt)
+        return rebuilt
     if cfg.ticket_dir is not None:
         branch = TicketBranch(cfg.ticket_dir, run.name, train_first=cfg.ticket_hint)
         state = branch.start_state(
@@ -201,7 +208,7 @@ def starting_state(run: RunDirectory, recipe: IMPRecipe, cfg: IMPSettings) -> di
             cfg.seed,
             cfg.rewind_iteration,
             cfg.extra_columns,
-            identity=set(run.settings.identity()),
+            identity=identity,
             first_round=cfg.first_branch_round,
         )
     elif cfg.initial_state is not None:  # e.g. VGG's dense round trained by train.py
@@ -215,7 +222,11 @@ def starting_state(run: RunDirectory, recipe: IMPRecipe, cfg: IMPSettings) -> di
 
 
 def round_start(run: RunDirectory, round_index: int, state: dict, recipe: IMPRecipe, cfg: IMPSettings):
-    """The mask of this round and the weights its training starts from; the run keeps the mask."""
+    """The mask of this round and the weights its training starts from; the run keeps the mask. A mask kept when
+    the round first started is the round's mask (a run rebuilt from its results has no trained weights to prune)."""
+    kept = round_mask_path(run.path, round_index)
+    if round_index > 0 and kept.exists() and cfg.run_type != STANDARD_PRUNING:
+        return load_mask(kept)[0], _round_weights(round_index, state, recipe, cfg)
     mask, weights = _prepare_round(round_index, state, recipe, cfg, run.name)
     keep_round_mask(run.path, round_index, mask, run.name)
     return mask, weights
@@ -243,10 +254,15 @@ def _prepare_round(
     if cfg.run_type == "random_prune":
         generator = torch.Generator().manual_seed(derived_seed(cfg.seed, 4, round_index))
         mask = random_mask_like(mask, within=within, generator=generator)
+    return mask, _round_weights(round_index, state, recipe, cfg)
+
+
+def _round_weights(round_index: int, state: dict, recipe: IMPRecipe, cfg: IMPSettings) -> dict:
+    """The weights a round > 0 trains from: fresh ones for random_reinit, else the rewind point."""
     if cfg.run_type == "random_reinit":
         fresh = recipe.fresh_model_factory or recipe.model_factory
-        return mask, fresh_initialization(fresh, derived_seed(cfg.seed, 5, round_index))
-    return mask, state["rewind"] if cfg.rewind_iteration > 0 else state["init"]
+        return fresh_initialization(fresh, derived_seed(cfg.seed, 5, round_index))
+    return state["rewind"] if cfg.rewind_iteration > 0 else state["init"]
 
 
 def run_imp(run: RunDirectory, recipe: IMPRecipe, cfg: IMPSettings, quiet: bool = False) -> list[dict]:

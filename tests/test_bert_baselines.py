@@ -300,10 +300,14 @@ def test_committed_bert_runs_keep_their_names():
     )
     assert baseline.ticket_run() == plain.run_name()
     # The study at Chen et al.'s schedule keeps the names its runs were started under.
-    for seed, line in enumerate(read_config(BERT_DIR / "configs_minilm_sst2_paper_cpu.txt"), start=1):
-        args = lth.parse_args(line.argv)
+    study = [lth.parse_args(line.argv) for line in read_config(BERT_DIR / "configs_minilm_sst2_paper_cpu.txt")]
+    tickets = [args for args in study if args.run_type == "winning_ticket"]
+    for seed, args in enumerate(tickets, start=1):
         assert args.run_name() == f"bert-sst2_minilm_sparsity70_rewind-pretrained_seed{seed}_h419f0559"
         assert args.ticket_path(0.7).name == f"lottery_ticket_sst2_minilm_sparsity70_seed{seed}_h419f0559.safetensors"
+    assert len(tickets) == 3 and {args.ticket_run() for args in study if args not in tickets} == {
+        t.run_name() for t in tickets
+    }, "every baseline of the study branches from one of its three tickets"
 
 
 def test_figures_draw_baselines_as_branches_of_the_ticket():

@@ -253,3 +253,46 @@ def test_second_writer_is_refused_while_the_first_holds_the_lock(tmp_path):
         RunDirectory(tmp_path, FixtureSettings()).open()
     first.close()
     RunDirectory(tmp_path, FixtureSettings()).open().close()
+
+
+@pytest.mark.parametrize("masks_kept", [3, 2], ids=["next-round-started", "between-rounds"])
+def test_a_run_whose_state_did_not_travel_continues_from_its_results_and_masks(tmp_path, masks_kept):
+    """A results tree committed without state.pt (BERT's is hundreds of MB) resumes from its CSVs and kept masks:
+    at the round whose mask it kept (rounds 0-1 finished, round 2 started), or by training its last finished round
+    again (rounds 0-1 finished, round 2 not started); either way its CSVs and masks end as a run never moved."""
+    import shutil
+
+    from lth.mask_file import load_mask
+
+    recipe = digits_recipe(iterations=20, eval_every=10)
+    settings = IMPSettings(rounds=3, seed=3)
+    with RunDirectory(tmp_path / "whole", FixtureSettings(name="wt")) as run:
+        run_imp(run, recipe, settings, quiet=True)
+        whole = run.path
+    moved = tmp_path / "moved" / whole.name
+    shutil.copytree(whole, moved, ignore=shutil.ignore_patterns("state.pt", "finished", ".lock"))
+    for table, keep in (("rounds.csv", 2), ("curve.csv", None)):
+        lines = (moved / table).read_text().splitlines()
+        kept = [lines[0], *(line for line in lines[1:] if int(line.split(",")[0]) < 2)]
+        (moved / table).write_text("\n".join(kept[: keep + 1] if keep else kept) + "\n")
+    for number in range(masks_kept, 4):
+        (moved / "masks" / f"round_{number:02d}.safetensors").unlink()
+    with RunDirectory(tmp_path / "moved", FixtureSettings(name="wt")) as run:
+        rows = run_imp(run, recipe, settings, quiet=True)
+    assert [row["round"] for row in rows] == [0, 1, 2, 3]
+    before = {row["round"]: row["wall_time_s"] for row in load_rows(whole / "rounds.csv")}
+    after = {row["round"]: row["wall_time_s"] for row in load_rows(moved / "rounds.csv")}
+    not_trained_again = [r for r in range(4) if after[r] == before[r]]
+    assert not_trained_again == ([0, 1] if masks_kept == 3 else [0]), "finished rounds are not trained again"
+    for table in ("rounds.csv", "curve.csv"):
+        assert csv_without_wall_time(moved / table) == csv_without_wall_time(whole / table), table
+    for number in range(4):
+        name = f"masks/round_{number:02d}.safetensors"
+        assert load_mask(moved / name)[0].equals(load_mask(whole / name)[0]), name
+
+
+def load_rows(path) -> list[dict]:
+    import csv
+
+    with open(path, newline="") as handle:
+        return [{"round": int(row["round"]), "wall_time_s": row["wall_time_s"]} for row in csv.DictReader(handle)]
