@@ -126,14 +126,15 @@ def test_loads_share_device_tensors_while_held_and_reread_rewritten_files(tmp_pa
 
 @pytest.mark.slow
 def test_real_mnist_tickets_match_the_paper_at_a_short_schedule(tmp_path):
-    """Dense >= 95%, the 21.1% ticket >= 95%, and the 7.0% ticket beats its random re-init."""
+    """Dense >= 95%, the 21.1% ticket >= 95%, and the 7.0% ticket beats its random re-init (600 iterations a
+    round: 96.25%, 97.09%, and 96.78% against 93.04% on this project's machine)."""
     root = require_data("MNIST/raw")
     main = family_module("Lenet-300-100", "main")
     common = [
         "--iterations",
-        "1000",
+        "600",
         "--eval_every",
-        "500",
+        "300",
         "--rounds",
         "12",
         "--trial",
