@@ -20,7 +20,7 @@ from lth.arguments import resolve_device
 from lth.errors import RunLockedError, UserError, user_facing
 from lth.experiment import configure_threads, seed_everything
 from lth.results import RunDirectory, csv_value, is_finished, read_csv_rows, write_csv
-from lth.storage import DirectoryLock, atomic_write_json, atomic_write_text
+from lth.storage import DirectoryLock, atomic_write_json
 from lth.text_data import LengthGroupedBatches
 from lth.tickets import Ticket, head_replacement_note, load_ticket, load_ticket_into
 from lth.training import RoundSchedule, train_round
@@ -189,7 +189,7 @@ def main(argv=None) -> dict | None:
         atomic_write_json(run.path / "result.json", row)
         row = {"run": run.name, **row, **{k: csv_value(v) for k, v in args.condition().items()}}
         append_transfer_row(Path(args.output_dir) / TRANSFER_CSV, row)
-        atomic_write_text(run.path / "finished", time.strftime("%Y-%m-%dT%H:%M:%S\n"))
+        run.mark_finished()
     f1 = f", F1 {row['dev_f1']:.2f}%" if row["dev_f1"] != "" else ""
     print(
         f"{row['source']} -> {args.target} ({args.finetune}, k={row['k']}, seed {args.seed}): "

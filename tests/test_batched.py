@@ -270,7 +270,7 @@ def test_max_batch_splits_a_group_into_batches_that_fit_and_array_tasks_follow(t
 def test_entry_scripts_name_several_runs_at_once_and_train_them_batched_sharing_energy(tmp_path, monkeypatch):
     from conftest import family_module, require_data, tiny_mnist
 
-    from lth.batched import several_runs
+    from lth.experiment import several_runs
 
     assert several_runs(["--trial", "0", "--lr", "0.1"]) is None
     lines = several_runs(["--trial", "0", "1", "--iterations", "5", "--run_type", "winning_ticket", "random_reinit"])
@@ -314,21 +314,17 @@ def test_batchnorm_replicates_keep_their_own_statistics_and_match_vgg_alone(tmp_
 
 
 def test_a_run_started_alone_is_continued_alone_when_its_line_joins_a_batch(tmp_path, capsys):
-    from conftest import REPO, require_data, tiny_mnist
-
-    from lth.batched import run_lines_batched
+    from conftest import family_module, require_data, tiny_mnist
 
     tiny_mnist(tmp_path / "data", require_data("MNIST/raw"))
     common = ["--iterations", "30", "--eval_every", "15", "--quiet", "--device", "cpu", "--data_dir",
               str(tmp_path / "data"), "--output_dir", str(tmp_path / "runs")]  # fmt: skip
-    script = str(REPO / "Lenet-300-100" / "main.py")
-    from conftest import family_module
 
     main = family_module("Lenet-300-100", "main")
     main.run_one([*common, "--trial", "0", "--rounds", "1"])
     state = next((tmp_path / "runs").iterdir()) / "state.pt"
     (state.parent / "finished").unlink()  # as if stopped after its rounds: state saved, trained alone
-    run_lines_batched(script, [[*common, "--trial", t, "--rounds", "1"] for t in ("0", "1", "2")])
+    main.ENTRY.run_lines([[*common, "--trial", t, "--rounds", "1"] for t in ("0", "1", "2")])
     out = capsys.readouterr().out
     assert "started alone earlier; training it alone" in out and "training 2 runs batched" in out
     runs = sorted((tmp_path / "runs").iterdir())
