@@ -80,9 +80,7 @@ def read_source(
     path = Path(source)
     if path.is_file():
         if round_index is not None or weights != "trained":
-            raise UserError(
-                "--round and --weights are for a run directory; a ticket file is one round's ticket already"
-            )
+            raise UserError("--round and --weights are for a run directory; a ticket file is one round's ticket already")
         return _from_ticket(path, model_name_or_path)
     if not path.is_dir():
         raise UserError(f"export source {path} does not exist (expected a run directory or a BERT ticket file)")
