@@ -117,7 +117,7 @@ def train_jobs(jobs: list[Job], device: str, quiet: bool = False, batched: bool 
     together = [job for job in pending if not job.run.started_alone()] if batched else []
     if together:
         with contextlib.ExitStack() as stack:
-            replicates = [_opened(job, stack) for job in together]
+            replicates = [open_job(job, stack) for job in together]
             print(f"training {len(replicates)} runs batched on {device}: " + ", ".join(r.run.name for r in replicates))
             run_replicates(replicates, StackedNetworks(), quiet)
     for job in pending:
@@ -126,10 +126,11 @@ def train_jobs(jobs: list[Job], device: str, quiet: bool = False, batched: bool 
         if batched:
             print(f"{job.run.name}: started alone earlier; training it alone", flush=True)
         with contextlib.ExitStack() as stack:
-            run_replicates([_opened(job, stack)], OneNetwork(), quiet)
+            run_replicates([open_job(job, stack)], OneNetwork(), quiet)
 
 
-def _opened(job: Job, stack: contextlib.ExitStack) -> Replicate:
+def open_job(job: Job, stack: contextlib.ExitStack) -> Replicate:
+    """The job's run opened (its lease held until `stack` closes), its data loaded and recipe built."""
     # The lease first, so a second process on a live run stops at once; a missing or broken dataset then removes
     # the new run directory again (RunDirectory does, on a UserError).
     stack.enter_context(job.run)
