@@ -17,10 +17,11 @@ from settings import FewShotSettings
 from trainer import bert_step_loss, linear_schedule, make_adamw, text_evaluator
 
 from lth.arguments import resolve_device
+from lth.atomic import atomic_write_json
 from lth.errors import RunLockedError, UserError, user_facing
 from lth.experiment import configure_threads, seed_everything
+from lth.lease import DirectoryLock
 from lth.results import RunDirectory, csv_value, is_finished, read_csv_rows, write_csv
-from lth.storage import DirectoryLock, atomic_write_json
 from lth.text_data import LengthGroupedBatches
 from lth.tickets import Ticket, head_replacement_note, load_ticket, load_ticket_into
 from lth.training import RoundSchedule, train_round

@@ -17,11 +17,11 @@ from data import load_data
 from settings import DenseSettings, VGGSettings
 from trainer import build_recipe
 
+from lth.checked_load import read_json
 from lth.errors import UserError
 from lth.experiment import ImageEntry
 from lth.imp import IMPSettings, start_from_dense
 from lth.results import RunFiles
-from lth.storage import read_json
 
 
 def dense_round_source(args: VGGSettings, settings: IMPSettings):

@@ -24,12 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lth.errors import UserError
+from lth.lease import DirectoryLock
 from lth.mask_file import load_mask, save_mask
 from lth.masks import Mask
 from lth.results import COST_COLUMNS, RunFiles, is_finished, read_csv_rows, round_mask_path, rounds_done
 from lth.settings import BRANCH_SUFFIX, CONTROL_RUN_TYPES, STANDARD_PRUNING, TICKET_RUN_KEY
 from lth.stopping import StopRequested, stop_requested
-from lth.storage import DirectoryLock
 
 
 class TicketNotReady(UserError):

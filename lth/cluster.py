@@ -14,9 +14,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from lth.atomic import atomic_write_text
 from lth.errors import UserError
+from lth.lease import DirectoryLock
 from lth.results import RunFiles, is_finished
-from lth.storage import DirectoryLock, atomic_write_text
 
 # The warning signal and requeue: five minutes before the time limit the job gets SIGUSR1 (LSF -wa/-wt; SLURM
 # --signal, B: so that it reaches the batch shell, which `exec` made the sweep); the run saves its progress and

@@ -22,9 +22,9 @@ from safetensors import SafetensorError
 from safetensors.numpy import load as load_numpy
 from safetensors.numpy import save as save_numpy
 
+from lth.atomic import atomic_write_bytes
 from lth.errors import UserError
 from lth.masks import Mask
-from lth.storage import atomic_write_bytes
 
 FORMAT = "lth-mask/1"
 TENSOR_PREFIX = "tensor:"

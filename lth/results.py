@@ -30,17 +30,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lth.atomic import atomic_torch_save, atomic_write_json, atomic_write_text
+from lth.checked_load import load_checkpoint, read_json
 from lth.energy import ENERGY_COLUMNS
 from lth.errors import RunLockedError, UserError
+from lth.lease import DirectoryLock
 from lth.settings import Settings
-from lth.storage import (
-    DirectoryLock,
-    atomic_torch_save,
-    atomic_write_json,
-    atomic_write_text,
-    load_checkpoint,
-    read_json,
-)
 
 ROUND_COLUMNS = [
     "round",

@@ -132,8 +132,8 @@ def run_stability(script: str, run_argv: list[str], ks: list[int], points: int, 
     finished pruning rounds) its last round's ticket. One CSV per k, resumable; barriers.csv and the figures."""
     from lth.arguments import resolve_device
     from lth.experiment import configure_threads, imp_settings_of, seed_everything
+    from lth.lease import DirectoryLock
     from lth.results import RunFiles, csv_value, ensure_output_dir, read_csv_rows, write_csv
-    from lth.storage import DirectoryLock
     from lth.sweep import image_entry, load_script
 
     entry = image_entry(load_script(script), f"lth stability: {script}", "give LeNet's, CNN's or VGG's main.py")

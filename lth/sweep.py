@@ -265,7 +265,7 @@ def wait_for_lease(line: ConfigLine, directory: Path) -> str:
     """In an array task: a run held elsewhere may be a failed node's, whose lease still looks fresh. Wait until
     it is released, goes stale (judged by the holder's own timeout) or the run finishes; its state then."""
     from lth.cluster import run_status
-    from lth.storage import DirectoryLock, heartbeat_interval
+    from lth.lease import DirectoryLock, heartbeat_interval
 
     lease = DirectoryLock(directory)
     holder = lease.live_holder()
