@@ -27,7 +27,7 @@ from lth.errors import UserError, user_facing
 from lth.imp import IMPRecipe, IMPSettings, Replicate, recording_failure, run_replicates
 from lth.init_pruning import PruneAtInit
 from lth.results import RunDirectory
-from lth.settings import CONTROL_RUN_TYPES, Settings
+from lth.settings import CONTROL_RUN_TYPES, PruneAtInitSettings, Settings
 from lth.training import OneNetwork
 
 
@@ -43,21 +43,26 @@ def configure_threads() -> None:
         torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
 
 
+# The IMP settings an image family's settings may declare, by their declared names (what they are in IMPSettings).
+IMP_SETTINGS = {
+    "rounds": "rounds",
+    "imp_mode": "mode",
+    "run_type": "run_type",
+    "rewind_iteration": "rewind_iteration",
+    "init_seed": "init_seed",
+    "transformation_seed": "transformation_seed",
+}
+
+
 def imp_settings_of(settings: Settings, **overrides) -> IMPSettings:
-    """The IMP loop's settings from an image family's declared settings (a dense round's settings have no rounds,
-    run type or mode: one dense round), with `overrides` on top."""
-    declared = {
-        "rounds": getattr(settings, "rounds", 0),
-        "seed": settings.seed,
-        "mode": getattr(settings, "imp_mode", "iterative"),
-        "run_type": getattr(settings, "run_type", "winning_ticket"),
-        "rewind_iteration": getattr(settings, "rewind_iteration", 0),
-        "init_seed": getattr(settings, "init_seed", None),
-        "transformation_seed": getattr(settings, "transformation_seed", None),
-        "prune_at_init": prune_at_init_of(settings),
-        "ticket_dir": ticket_dir_of(settings),
-    }
-    return IMPSettings(**{**declared, **overrides})
+    """The IMP loop's settings from an image family's declared settings, with `overrides` on top. What a family
+    does not declare keeps IMPSettings' default (a dense round's settings declare no rounds, run type or mode:
+    one dense round, a winning ticket's)."""
+    declared = {f.name for f in settings.declared()}
+    values = {ours: getattr(settings, name) for name, ours in IMP_SETTINGS.items() if name in declared}
+    values = {"rounds": 0, **values, "seed": settings.seed}
+    values |= {"prune_at_init": prune_at_init_of(settings), "ticket_dir": ticket_dir_of(settings)}
+    return IMPSettings(**{**values, **overrides})
 
 
 def ticket_dir_of(settings: Settings) -> Path | None:
@@ -68,11 +73,10 @@ def ticket_dir_of(settings: Settings) -> Path | None:
 
 
 def prune_at_init_of(settings: Settings) -> PruneAtInit | None:
-    method = getattr(settings, "pai_method", "none")
-    if method == "none":
+    if not isinstance(settings, PruneAtInitSettings) or settings.pai_method == "none":
         return None
     return PruneAtInit(
-        method=method,
+        method=settings.pai_method,
         round=settings.pai_round,
         scope=settings.pai_scope,
         ablation=settings.pai_ablation,
