@@ -97,7 +97,7 @@ def read_config(path: str | os.PathLike) -> list[ConfigLine]:
 
 
 @contextlib.contextmanager
-def _script_folder_on_path(folder: Path):
+def script_folder_on_path(folder: Path):
     """Entry scripts import their family's modules by plain name (data, settings, trainer, ...), which
     every family folder reuses: isolate the folder's modules so none leaks into the next folder."""
     names = {path.stem for path in folder.glob("*.py")}
@@ -112,11 +112,14 @@ def _script_folder_on_path(folder: Path):
         sys.modules.update(saved)
 
 
+_script_folder_on_path = script_folder_on_path  # the earlier name, which benchmarks/ scripts import
+
+
 def load_script(script: str | os.PathLike) -> ModuleType:
     script = Path(script).resolve()
     if not script.is_file():
         raise UserError(f"entry script {script} does not exist")
-    with _script_folder_on_path(script.parent):
+    with script_folder_on_path(script.parent):
         spec = importlib.util.spec_from_file_location(
             f"lth_entry_{script.parent.name}_{script.stem}".replace("-", "_"), script
         )
