@@ -20,6 +20,7 @@ from lth.arguments import resolve_device
 from lth.atomic import atomic_write_json
 from lth.errors import RunLockedError, UserError, user_facing
 from lth.experiment import configure_threads, seed_everything
+from lth.families import EntryScript
 from lth.lease import DirectoryLock
 from lth.results import RunDirectory, csv_value, is_finished, read_csv_rows, write_csv
 from lth.text_data import LengthGroupedBatches
@@ -54,12 +55,8 @@ TRANSFER_COLUMNS = [
 TRANSFER_KEY = ("run",)  # one row per run directory (its name carries every setting of the run)
 
 
-def parse_args(argv=None) -> FewShotSettings:
-    return FewShotSettings.from_argv(argv)
-
-
-def run_directory(args: FewShotSettings) -> Path:
-    return Path(args.output_dir) / args.run_name()
+ENTRY = EntryScript(FewShotSettings)
+parse_args, run_directory = ENTRY.parse_args, ENTRY.run_directory
 
 
 def missing_source_hint(path: Path) -> str:

@@ -24,6 +24,7 @@ import torch
 from lth.arguments import resolve_device
 from lth.batched import StackedNetworks
 from lth.errors import UserError, user_facing
+from lth.families import EntryScript
 from lth.imp import IMPRecipe, IMPSettings, Replicate, recording_failure, run_replicates
 from lth.init_pruning import PruneAtInit
 from lth.results import RunDirectory
@@ -173,7 +174,7 @@ def run_experiment(
 
 
 @dataclass(frozen=True)
-class ImageEntry:
+class ImageEntry(EntryScript):
     """An image family's IMP entry script, declared once: the contract `lth sweep`, `lth batch` and
     `lth stability` read. The hooks a family may give (None: it gives none):
 
@@ -184,7 +185,6 @@ class ImageEntry:
     - `instead(settings)`: work that replaces training, True when it did (CNN's `--plot`).
     """
 
-    settings: type[Settings]
     load_data: Callable[[str | None, str, int], object]
     build_recipe: Callable[[Settings, object, str], IMPRecipe]
     extra_columns: Callable[[Settings], dict] | None = None
@@ -192,12 +192,6 @@ class ImageEntry:
     dense_round: Callable[[Settings, IMPSettings], Callable[[], dict] | None] | None = None
     instead: Callable[[Settings], bool] | None = None
     several: bool = True  # several seeds, trials, run types or modes in one command line (main_or_batch)
-
-    def parse_args(self, argv: list[str] | None = None) -> Settings:
-        return self.settings.from_argv(argv)
-
-    def run_directory(self, settings: Settings) -> Path:
-        return Path(settings.output_dir) / settings.run_name()
 
     def imp_settings(self, settings: Settings) -> IMPSettings:
         overrides = dict(self.imp_overrides(settings)) if self.imp_overrides else {}
