@@ -147,32 +147,6 @@ def open_job(job: Job, stack: contextlib.ExitStack) -> Replicate:
     return Replicate(job.run, recipe, cfg)
 
 
-def run_experiment(
-    settings: Settings,
-    load_data: Callable[[str | None, str, int], object],
-    build_recipe: Callable[[Settings, object, str], IMPRecipe],
-    imp_settings: IMPSettings,
-) -> Path:
-    """Open (or resume) the settings' run directory under its output_dir and run IMP in it, alone.
-
-    `load_data(settings.data_dir, device, seed)` gives the family's data; `build_recipe(settings, data, device)`
-    its recipe.
-    """
-    device = resolve_device(settings.device)
-    run = RunDirectory(settings.output_dir, settings)
-    job = Job(
-        run,
-        imp_settings.seed,
-        lambda: load_data(settings.data_dir, device, imp_settings.seed),
-        lambda data: (build_recipe(settings, data, device), imp_settings),
-    )
-    finished = run.is_finished()
-    train_jobs([job], device, quiet=settings.quiet)
-    if not finished:
-        print(f"results: {run.rounds_csv} and {run.curve_csv}")
-    return run.path
-
-
 @dataclass(frozen=True)
 class ImageEntry(EntryScript):
     """An image family's IMP entry script, declared once: the contract `lth sweep`, `lth batch` and
