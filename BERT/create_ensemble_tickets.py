@@ -14,10 +14,11 @@ import torch
 from model import classifier_factory, resolve_model
 
 from lth.arguments import ArgumentParser
+from lth.atomic import atomic_write_json
+from lth.checked_load import read_json
 from lth.errors import UserError, user_facing
 from lth.model_identity import identify_model
 from lth.results import write_csv
-from lth.storage import atomic_write_json, read_json
 from lth.tickets import KEEP_POOLER_LABEL, TICKET_SUFFIX, Ticket, load_ticket, make_ticket, save_ticket
 
 HERE = Path(__file__).resolve().parent

@@ -17,10 +17,12 @@ from settings import FewShotSettings
 from trainer import bert_step_loss, linear_schedule, make_adamw, text_evaluator
 
 from lth.arguments import resolve_device
+from lth.atomic import atomic_write_json
 from lth.errors import RunLockedError, UserError, user_facing
 from lth.experiment import configure_threads, seed_everything
+from lth.families import EntryScript
+from lth.lease import DirectoryLock
 from lth.results import RunDirectory, csv_value, is_finished, read_csv_rows, write_csv
-from lth.storage import DirectoryLock, atomic_write_json, atomic_write_text
 from lth.text_data import LengthGroupedBatches
 from lth.tickets import Ticket, head_replacement_note, load_ticket, load_ticket_into
 from lth.training import RoundSchedule, train_round
@@ -53,12 +55,8 @@ TRANSFER_COLUMNS = [
 TRANSFER_KEY = ("run",)  # one row per run directory (its name carries every setting of the run)
 
 
-def parse_args(argv=None) -> FewShotSettings:
-    return FewShotSettings.from_argv(argv)
-
-
-def run_directory(args: FewShotSettings) -> Path:
-    return Path(args.output_dir) / args.run_name()
+ENTRY = EntryScript(FewShotSettings)
+parse_args, run_directory = ENTRY.parse_args, ENTRY.run_directory
 
 
 def missing_source_hint(path: Path) -> str:
@@ -189,7 +187,7 @@ def main(argv=None) -> dict | None:
         atomic_write_json(run.path / "result.json", row)
         row = {"run": run.name, **row, **{k: csv_value(v) for k, v in args.condition().items()}}
         append_transfer_row(Path(args.output_dir) / TRANSFER_CSV, row)
-        atomic_write_text(run.path / "finished", time.strftime("%Y-%m-%dT%H:%M:%S\n"))
+        run.mark_finished()
     f1 = f", F1 {row['dev_f1']:.2f}%" if row["dev_f1"] != "" else ""
     print(
         f"{row['source']} -> {args.target} ({args.finetune}, k={row['k']}, seed {args.seed}): "

@@ -24,24 +24,19 @@ from trainer import build_recipe, rewind_iteration
 from lth.arguments import resolve_device
 from lth.errors import UserError, user_facing
 from lth.experiment import configure_threads, seed_everything, ticket_dir_of
+from lth.families import EntryScript
 from lth.imp import IMPSettings, run_imp
 from lth.masks import Mask
-from lth.results import RunDirectory, is_finished
-from lth.storage import load_checkpoint
+from lth.results import RunDirectory, RunFiles, is_finished
 from lth.tickets import load_ticket, make_ticket, save_ticket
 
-
-def parse_args(argv=None) -> LotterySettings:
-    return LotterySettings.from_argv(argv)
-
-
-def run_directory(settings: LotterySettings) -> Path:
-    return Path(settings.output_dir) / settings.run_name()
+ENTRY = EntryScript(LotterySettings)
+parse_args, run_directory = ENTRY.parse_args, ENTRY.run_directory
 
 
 def write_tickets(args: LotterySettings, run_path: Path) -> list[Path]:
     """The final ticket and the dense (sparsity 0) one, from the run's saved state."""
-    state = load_checkpoint(run_path / "state.pt", "run state")
+    state = RunFiles(run_path).load_state()
     mask = Mask.from_state_dict(state["mask"])
     k = state["rows"][0].get("rewind_iteration", 0) if state["rows"] else 0
     weights = state["rewind"] if args.rewind_to == "warmup" and state["rewind"] is not None else state["init"]

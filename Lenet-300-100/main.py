@@ -6,36 +6,14 @@ python main.py --imp_mode oneshot --run_type random_reinit --seed 45 --train_ite
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from data import load_data
 from settings import LenetSettings
 from trainer import build_recipe
 
-from lth.batched import main_or_batch
-from lth.errors import user_facing
-from lth.experiment import imp_settings_of, run_experiment
+from lth.experiment import ImageEntry
 
-
-def parse_args(argv=None) -> LenetSettings:
-    return LenetSettings.from_argv(argv)
-
-
-def run_directory(settings: LenetSettings) -> Path:
-    return Path(settings.output_dir) / settings.run_name()
-
-
-@user_facing
-def main(argv=None) -> None:
-    """One run; several named at once (e.g. --trial 0 1 2 --run_type winning_ticket random_reinit) train batched."""
-    main_or_batch(__file__, argv, run_one)
-
-
-def run_one(argv=None) -> None:
-    settings = parse_args(argv)
-    imp = imp_settings_of(settings, extra_columns={"trial": settings.trial})
-    run_experiment(settings, load_data, build_recipe, imp)
-
+ENTRY = ImageEntry(LenetSettings, load_data, build_recipe, extra_columns=lambda settings: {"trial": settings.trial})
+parse_args, run_directory, main, run_one = ENTRY.parse_args, ENTRY.run_directory, ENTRY.main, ENTRY.run_one
 
 if __name__ == "__main__":
     main()

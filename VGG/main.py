@@ -17,20 +17,11 @@ from data import load_data
 from settings import DenseSettings, VGGSettings
 from trainer import build_recipe
 
-from lth.batched import main_or_batch
-from lth.errors import UserError, user_facing
-from lth.experiment import imp_settings_of, run_experiment
+from lth.checked_load import read_json
+from lth.errors import UserError
+from lth.experiment import ImageEntry
 from lth.imp import IMPSettings, start_from_dense
-from lth.results import is_finished
-from lth.storage import load_checkpoint, read_json
-
-
-def parse_args(argv=None) -> VGGSettings:
-    return VGGSettings.from_argv(argv)
-
-
-def run_directory(settings: VGGSettings) -> Path:
-    return Path(settings.output_dir) / settings.run_name()
+from lth.results import RunFiles
 
 
 def dense_round_source(args: VGGSettings, settings: IMPSettings):
@@ -40,13 +31,14 @@ def dense_round_source(args: VGGSettings, settings: IMPSettings):
     explicit = args.dense_dir != "auto"
     dense = args.training()
     path = Path(args.dense_dir) if explicit else Path(dense.output_dir) / dense.run_name()
-    if not is_finished(path):
+    files = RunFiles(path)
+    if not files.is_finished():
         if explicit:
             raise UserError(
                 f"--dense_dir {path}: no finished train.py run there; run train.py first or pass --dense_dir none"
             )
         return None
-    saved = read_json(path / "settings.json", "settings file")
+    saved = read_json(files.settings_file, "settings file")
     differing = dense.differences(saved)
     if differing:
         there = DenseSettings.from_saved(saved)
@@ -63,20 +55,11 @@ def dense_round_source(args: VGGSettings, settings: IMPSettings):
         print(f"note: {path} kept no weights at iteration {k}; training round 0 here")
         return None
     print(f"round 0: the dense round of {path}")
-    return lambda: start_from_dense(load_checkpoint(path / "state.pt", "dense run state"), settings)
+    return lambda: start_from_dense(files.load_state("dense run state"), settings)
 
 
-@user_facing
-def main(argv=None) -> None:
-    """One run; several named at once (e.g. --seed 0 1 2 --run_type winning_ticket random_reinit) train batched."""
-    main_or_batch(__file__, argv, run_one)
-
-
-def run_one(argv=None) -> None:
-    args = parse_args(argv)
-    settings = imp_settings_of(args)
-    settings.initial_state = dense_round_source(args, settings)
-    run_experiment(args, load_data, build_recipe, settings)
+ENTRY = ImageEntry(VGGSettings, load_data, build_recipe, dense_round=dense_round_source)
+parse_args, run_directory, main, run_one = ENTRY.parse_args, ENTRY.run_directory, ENTRY.main, ENTRY.run_one
 
 
 if __name__ == "__main__":

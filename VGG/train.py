@@ -9,29 +9,20 @@ that every rewinding point and control of a seed shares one dense network.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from data import load_data
 from settings import DenseSettings
 from trainer import build_recipe
 
-from lth.errors import user_facing
-from lth.experiment import imp_settings_of, run_experiment
+from lth.experiment import ImageEntry
 
-
-def parse_args(argv=None) -> DenseSettings:
-    return DenseSettings.from_argv(argv)
-
-
-def run_directory(settings: DenseSettings) -> Path:
-    return Path(settings.output_dir) / settings.run_name()
-
-
-@user_facing
-def main(argv=None) -> None:
-    settings = parse_args(argv)
-    imp = imp_settings_of(settings, rounds=0, snapshot_iterations=settings.save_iterations)
-    run_experiment(settings, load_data, build_recipe, imp)
+ENTRY = ImageEntry(
+    DenseSettings,
+    load_data,
+    build_recipe,
+    imp_overrides=lambda settings: {"rounds": 0, "snapshot_iterations": settings.save_iterations},
+    several=False,
+)
+parse_args, run_directory, main, run_one = ENTRY.parse_args, ENTRY.run_directory, ENTRY.main, ENTRY.run_one
 
 
 if __name__ == "__main__":

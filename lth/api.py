@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from lth.arguments import resolve_device
-from lth.experiment import configure_threads, seed_everything, ticket_dir_of
-from lth.imp import IMPRecipe, IMPSettings, run_imp
+from lth.experiment import Job, ticket_dir_of, train_jobs
+from lth.imp import IMPRecipe, IMPSettings
 from lth.results import RunDirectory
 from lth.settings import (
     IMPRunSettings,
@@ -88,7 +88,6 @@ def run_lottery(
     (e.g. ShuffledBatches); `evaluate(model)` returns val_loss, val_accuracy, test_loss, test_accuracy
     (image_evaluator). Prunable weights are every conv and linear weight unless `prunable_names` says otherwise.
     """
-    configure_threads()
     device = resolve_device(settings.device)
     recipe = IMPRecipe(
         arch=settings.name,
@@ -112,7 +111,6 @@ def run_lottery(
         rewind_iteration=settings.rewind_iteration,
         ticket_dir=ticket_dir_of(settings),
     )
-    with RunDirectory(settings.output_dir, settings) as run:
-        seed_everything(settings.seed)
-        run_imp(run, recipe, imp, quiet=settings.quiet)
+    run = RunDirectory(settings.output_dir, settings)
+    train_jobs([Job(run, settings.seed, lambda: None, lambda _: (recipe, imp))], device, quiet=settings.quiet)
     return run.path

@@ -24,12 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lth.errors import UserError
+from lth.lease import DirectoryLock
 from lth.mask_file import load_mask, save_mask
 from lth.masks import Mask
-from lth.results import COST_COLUMNS, is_finished, read_csv_rows, round_mask_path, rounds_done
+from lth.results import COST_COLUMNS, RunFiles, is_finished, read_csv_rows, round_mask_path, rounds_done
 from lth.settings import BRANCH_SUFFIX, CONTROL_RUN_TYPES, STANDARD_PRUNING, TICKET_RUN_KEY
 from lth.stopping import StopRequested, stop_requested
-from lth.storage import DirectoryLock, load_checkpoint
 
 
 class TicketNotReady(UserError):
@@ -55,7 +55,7 @@ def ticket_of(run_path: Path) -> Path | None:
     `winning_ticket` for `<run type>-of-ticket` (the run type and control_mask are in the readable prefix, never in
     the hash)."""
     try:
-        saved = json.loads((Path(run_path) / "settings.json").read_text())
+        saved = json.loads(RunFiles(run_path).settings_file.read_text())
     except (OSError, ValueError):
         saved = None
     if isinstance(saved, dict) and isinstance(saved.get(TICKET_RUN_KEY), str):
@@ -124,12 +124,12 @@ class TicketBranch:
             needed["dense_trained"] = "its trained dense weights of round 0 (what standard pruning prunes)"
         kept = self._ticket_state(needed)
         # The ticket's identity columns go: the control's own are written with its results.
-        row = {k: v for k, v in _round_rows(self.ticket_dir / "rounds.csv")[0].items() if k not in identity}
+        row = {k: v for k, v in _round_rows(RunFiles(self.ticket_dir).rounds_csv)[0].items() if k not in identity}
         row |= {"run_type": run_type, "seed": seed, **extra_columns}
         row.update({column: 0.0 for column in COST_COLUMNS if row.get(column, "") != ""})
         curve = [
             {k: v for k, v in point.items() if k not in identity}
-            for point in _round_rows(self.ticket_dir / "curve.csv")
+            for point in _round_rows(RunFiles(self.ticket_dir).curve_csv)
             if point["round"] == 0
         ]
         state = {
@@ -150,13 +150,13 @@ class TicketBranch:
         if not needed:
             return {}
         what = " and ".join(needed.values())
-        state_path = self.ticket_dir / "state.pt"
-        if not state_path.exists():
+        ticket = RunFiles(self.ticket_dir)
+        if not ticket.has_state():
             raise UserError(
                 f"{self.control}: its winning ticket {self.ticket_dir} kept no run state (state.pt), which holds "
                 f"{what}; train the ticket again into another --output_dir"
             )
-        state = load_checkpoint(state_path, "winning ticket's run state")
+        state = ticket.load_state("winning ticket's run state")
         missing = [key for key in needed if state.get(key) is None]
         if missing:
             raise UserError(

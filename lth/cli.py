@@ -313,9 +313,10 @@ def run_command(args) -> None:
     elif args.command == "batch":
         import shlex
 
-        from lth.batched import run_lines_batched
+        from lth.sweep import image_entry, load_script
 
-        run_lines_batched(args.script, [shlex.split(line) for line in args.lines])
+        entry = image_entry(load_script(args.script), f"lth batch: {args.script}", "run its lines with lth sweep")
+        entry.run_lines([shlex.split(line) for line in args.lines])
     elif args.command == "stability":
         import shlex
 

@@ -14,9 +14,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from lth.atomic import atomic_write_text
 from lth.errors import UserError
-from lth.results import is_finished
-from lth.storage import DirectoryLock, atomic_write_text
+from lth.lease import DirectoryLock
+from lth.results import RunFiles, is_finished
 
 # The warning signal and requeue: five minutes before the time limit the job gets SIGUSR1 (LSF -wa/-wt; SLURM
 # --signal, B: so that it reaches the batch shell, which `exec` made the sweep); the run saves its progress and
@@ -420,8 +421,10 @@ def run_status(run_path: Path) -> str:
     if holder is not None:
         here = holder.host == socket.gethostname()
         return f"running (pid {holder.pid})" if here else f"running (host {holder.host})"
-    if (run_path / "failed").exists():
-        return "failed: " + (run_path / "failed").read_text().strip().splitlines()[-1][:120]
+    files = RunFiles(run_path)
+    failure = files.failure()
+    if failure is not None:
+        return "failed: " + failure[:120]
     requeued = read_requeued(run_path)
     if requeued is not None:
         system, task = requeued
@@ -431,11 +434,7 @@ def run_status(run_path: Path) -> str:
     stale = lease.stale_holder()
     if stale is not None:
         return f"interrupted (stale lease of host {stale.host}; start it again to resume)"
-    return (
-        "interrupted (start it again to resume)"
-        if (run_path / "state.pt").exists() or (run_path / "progress.pt").exists()
-        else "started"
-    )
+    return "interrupted (start it again to resume)" if files.has_state() or files.has_progress() else "started"
 
 
 def read_requeued(run_path: Path) -> tuple[str, str] | None:
@@ -450,13 +449,13 @@ def saved_position(directory: Path) -> tuple:
     """How far a run's saved work has got: finished, rounds written, and the round and iteration of its saved
     in-round progress. Unchanged across an allocation: that allocation made no progress."""
     from lth.results import read_csv_rows
-    from lth.storage import load_checkpoint
 
-    rounds = directory / "rounds.csv"
+    files = RunFiles(directory)
+    rounds = files.rounds_csv
     position: list = [is_finished(directory), len(read_csv_rows(rounds)) if rounds.exists() else 0]
-    if (directory / "progress.pt").exists():
+    if files.has_progress():
         try:
-            progress = load_checkpoint(directory / "progress.pt")
+            progress = files.load_progress()
             position += [progress.get("round"), progress.get("loop", {}).get("iteration")]
         except UserError:
             position.append("unreadable")

@@ -28,10 +28,11 @@ from pathlib import Path
 
 from torch import nn
 
+from lth.atomic import atomic_write_json, atomic_write_text
+from lth.checked_load import load_checkpoint, read_json
 from lth.errors import UserError
 from lth.mask_file import save_mask
 from lth.masks import Mask
-from lth.storage import atomic_write_json, atomic_write_text, load_checkpoint, read_json
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 MODEL_FILE = "model.safetensors"

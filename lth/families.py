@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lth.errors import UserError
 
@@ -43,6 +44,21 @@ FAMILIES: dict[str, Family] = {
         ),
     )
 }
+
+
+@dataclass(frozen=True)
+class EntryScript:
+    """An entry script declared by its settings class (an lth.settings.Settings): what `lth sweep` asks of it,
+    `parse_args(argv)` and `run_directory(settings)`, come from that declaration. An image family's IMP entry
+    script declares more (lth.experiment.ImageEntry: its data, recipe and hooks)."""
+
+    settings: Any  # the Settings subclass of the script
+
+    def parse_args(self, argv: list[str] | None = None) -> Any:
+        return self.settings.from_argv(argv)
+
+    def run_directory(self, settings: Any) -> Path:
+        return Path(settings.output_dir) / settings.run_name()
 
 
 def family_of(path: str | Path) -> Family | None:

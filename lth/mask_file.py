@@ -22,9 +22,9 @@ from safetensors import SafetensorError
 from safetensors.numpy import load as load_numpy
 from safetensors.numpy import save as save_numpy
 
+from lth.atomic import atomic_write_bytes
 from lth.errors import UserError
 from lth.masks import Mask
-from lth.storage import atomic_write_bytes
 
 FORMAT = "lth-mask/1"
 TENSOR_PREFIX = "tensor:"
@@ -52,7 +52,16 @@ def mask_to_bytes(
     arrays = pack(mask)
     for name, value in (tensors or {}).items():
         arrays[TENSOR_PREFIX + name] = value.detach().cpu().contiguous().numpy()
-    return save_numpy(arrays, metadata=metadata)
+    return _canonical_header(save_numpy(arrays, metadata=metadata))
+
+
+def _canonical_header(data: bytes) -> bytes:
+    """The same file with its JSON header's keys sorted: safetensors writes its metadata map in hash order, which
+    changes from one write to the next, so the same mask would give other bytes each time."""
+    length = int.from_bytes(data[:8], "little")
+    header = json.dumps(json.loads(data[8 : 8 + length]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # the tensors' data stays 8-byte aligned, as safetensors pads it
+    return len(header).to_bytes(8, "little") + header + data[8 + length :]
 
 
 def save_mask(

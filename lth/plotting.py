@@ -18,10 +18,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
 
+from lth.atomic import atomic_savefig  # noqa: E402
 from lth.errors import UserError  # noqa: E402
 from lth.results import MEASURED_COLUMNS, RUN_COLUMN, condition_columns  # noqa: E402
 from lth.settings import BRANCH_SUFFIX, CONTROL_RUN_TYPES, value_label  # noqa: E402
-from lth.storage import atomic_savefig  # noqa: E402
 
 OWN_MASKS = "-own-masks"  # run-type suffix of the earlier study's controls (their own masks), a line of their own
 

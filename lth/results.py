@@ -10,7 +10,13 @@ Layout of one run (its name is readable and built from its settings):
         progress.pt       the round in flight: weights, optimiser, RNG, iteration (deleted at round end)
         masks/round_NN.safetensors   the mask of round NN, bits packed (lth.mask_file): a winning ticket's
                           are what its controls branch from
+        finished          written after the last round
+        failed            the error of the last attempt, if it stopped on one
+        batched.json      only for a run trained batched with others: its batch's run names
         .lock             the lease of the process working here (host, pid, heartbeat, token)
+
+`RunFiles` names these files (for code that holds only a run's path); `RunDirectory` adds the settings, the lease
+and the writes. No other module spells a run file's name.
 """
 
 from __future__ import annotations
@@ -20,20 +26,16 @@ import io
 import math
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
+from lth.atomic import atomic_torch_save, atomic_write_json, atomic_write_text
+from lth.checked_load import load_checkpoint, read_json
 from lth.energy import ENERGY_COLUMNS
 from lth.errors import RunLockedError, UserError
+from lth.lease import DirectoryLock
 from lth.settings import Settings
-from lth.storage import (
-    DirectoryLock,
-    atomic_torch_save,
-    atomic_write_json,
-    atomic_write_text,
-    load_checkpoint,
-    read_json,
-)
 
 ROUND_COLUMNS = [
     "round",
@@ -129,14 +131,96 @@ def ensure_output_dir(path: str | os.PathLike, flag: str = "--output_dir") -> Pa
     return path
 
 
-class RunDirectory:
+class RunFiles:
+    """The files of one run directory, by name; reading them needs no lease (status, branches, exports)."""
+
+    SETTINGS = "settings.json"
+    ROUNDS = "rounds.csv"
+    CURVE = "curve.csv"
+    STATE = "state.pt"
+    PROGRESS = "progress.pt"
+    FINISHED = "finished"
+    FAILED = "failed"
+    BATCHED = "batched.json"
+    PROVENANCE = "provenance.jsonl"
+    MASKS = "masks"
+    LOCK = ".lock"
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    @property
+    def settings_file(self) -> Path:
+        return self.path / self.SETTINGS
+
+    @property
+    def rounds_csv(self) -> Path:
+        return self.path / self.ROUNDS
+
+    @property
+    def curve_csv(self) -> Path:
+        return self.path / self.CURVE
+
+    @property
+    def state_file(self) -> Path:
+        return self.path / self.STATE
+
+    @property
+    def progress_file(self) -> Path:
+        return self.path / self.PROGRESS
+
+    @property
+    def batched_file(self) -> Path:
+        return self.path / self.BATCHED
+
+    @property
+    def failed_file(self) -> Path:
+        return self.path / self.FAILED
+
+    def mask_file(self, round_index: int) -> Path:
+        return self.path / self.MASKS / f"round_{round_index:02d}.safetensors"
+
+    def is_finished(self) -> bool:
+        """Finished runs carry a `finished` marker written after their last round's results."""
+        return (self.path / self.FINISHED).exists()
+
+    def has_state(self) -> bool:
+        return self.state_file.exists()
+
+    def has_progress(self) -> bool:
+        return self.progress_file.exists()
+
+    def trained_batched(self) -> bool:
+        """Marked as trained batched with other runs (batched.json, written before its first batched step)."""
+        return self.batched_file.exists()
+
+    def started_alone(self) -> bool:
+        """Saved state or in-round progress, no batched.json: it was being trained alone."""
+        return (self.has_state() or self.has_progress()) and not self.trained_batched()
+
+    def failure(self) -> str | None:
+        """The last line of the error the last attempt stopped on (None: it did not stop on one)."""
+        try:
+            text = self.failed_file.read_text().strip()
+        except OSError:
+            return None
+        return text.splitlines()[-1] if text else ""
+
+    def load_state(self, what: str = "run state") -> dict | None:
+        return load_checkpoint(self.state_file, what) if self.has_state() else None
+
+    def load_progress(self) -> dict | None:
+        return load_checkpoint(self.progress_file, "round checkpoint") if self.has_progress() else None
+
+
+class RunDirectory(RunFiles):
     """One run's directory; `open()` locks it and checks its settings against the saved ones."""
 
     def __init__(self, output_dir: str | os.PathLike, settings: Settings, flag: str = "--output_dir"):
         self.root = Path(output_dir)
         self.flag = flag
         self.name = settings.run_name()
-        self.path = self.root / self.name
+        super().__init__(self.root / self.name)
         self.settings = settings
         self.lock = DirectoryLock(self.path)
 
@@ -154,7 +238,7 @@ class RunDirectory:
             raise
         # A process killed in the middle of an atomic write leaves its temporary file behind; with the
         # lock held nobody else writes here, so any such file is debris.
-        for debris in [*self.path.glob(".*.tmp"), *self.path.glob("masks/.*.tmp")]:
+        for debris in [*self.path.glob(".*.tmp"), *self.path.glob(f"{self.MASKS}/.*.tmp")]:
             debris.unlink(missing_ok=True)
         try:
             self._check_settings()
@@ -168,7 +252,7 @@ class RunDirectory:
         """A run that stopped on bad input before it computed anything leaves nothing behind."""
         if not getattr(self, "created", False) or not self.path.is_dir():
             return
-        if {p.name for p in self.path.iterdir()} <= {"settings.json", "failed", ".lock", "provenance.jsonl"}:
+        if {p.name for p in self.path.iterdir()} <= {self.SETTINGS, self.FAILED, self.LOCK, self.PROVENANCE}:
             shutil.rmtree(self.path, ignore_errors=True)
 
     def check_lease(self) -> None:
@@ -177,7 +261,7 @@ class RunDirectory:
             raise RunLockedError(f"run directory {self.path} was taken over by another process; this one stops")
 
     def _check_settings(self) -> None:
-        settings_path = self.path / "settings.json"
+        settings_path = self.settings_file
         if settings_path.exists():
             saved = read_json(settings_path, "settings file")
             differing = self.settings.differences(saved)
@@ -204,15 +288,7 @@ class RunDirectory:
         if exc_type is not None and issubclass(exc_type, UserError) and not issubclass(exc_type, RunLockedError):
             self._remove_if_empty_and_new()
 
-    # --- files --------------------------------------------------------------------------
-    @property
-    def rounds_csv(self) -> Path:
-        return self.path / "rounds.csv"
-
-    @property
-    def curve_csv(self) -> Path:
-        return self.path / "curve.csv"
-
+    # --- writes (the lease held) ----------------------------------------------------------
     def write_results(
         self,
         rounds: list[dict],
@@ -226,36 +302,38 @@ class RunDirectory:
         write_csv(self.curve_csv, [{**point, **identity} for point in curve], curve_columns)
         write_csv(self.rounds_csv, [{**row, **identity} for row in rounds], round_columns)
 
-    def has_state(self) -> bool:
-        return (self.path / "state.pt").exists()
-
-    def load_state(self) -> dict | None:
-        path = self.path / "state.pt"
-        return load_checkpoint(path, "run state") if path.exists() else None
-
     def save_state(self, state: dict) -> None:
         self.check_lease()
-        atomic_torch_save(self.path / "state.pt", state)
-
-    def load_progress(self) -> dict | None:
-        path = self.path / "progress.pt"
-        return load_checkpoint(path, "round checkpoint") if path.exists() else None
+        atomic_torch_save(self.state_file, state)
 
     def save_progress(self, progress: dict) -> None:
         self.check_lease()
-        atomic_torch_save(self.path / "progress.pt", progress)
+        atomic_torch_save(self.progress_file, progress)
 
     def clear_progress(self) -> None:
-        (self.path / "progress.pt").unlink(missing_ok=True)
+        self.progress_file.unlink(missing_ok=True)
+
+    def mark_finished(self) -> None:
+        atomic_write_text(self.path / self.FINISHED, time.strftime("%Y-%m-%dT%H:%M:%S\n"))
+
+    def mark_batched(self, names: list[str]) -> None:
+        atomic_write_json(self.batched_file, {"batched": names, "replicates": len(names)})
+
+    def note_failure(self, error: BaseException) -> None:
+        """The `failed` note `lth status` shows (cleared by `clear_failure` when an attempt succeeds)."""
+        atomic_write_text(self.failed_file, f"{type(error).__name__}: {error}\n")
+
+    def clear_failure(self) -> None:
+        self.failed_file.unlink(missing_ok=True)
 
 
 def round_mask_path(run_path: str | os.PathLike, round_index: int) -> Path:
-    return Path(run_path) / "masks" / f"round_{round_index:02d}.safetensors"
+    return RunFiles(run_path).mask_file(round_index)
 
 
 def rounds_done(run_path: str | os.PathLike) -> set[int]:
     """The rounds a run has finished, as its rounds.csv says (empty before its first)."""
-    path = Path(run_path) / "rounds.csv"
+    path = RunFiles(run_path).rounds_csv
     if not path.exists():
         return set()
     return {int(row["round"]) for row in read_csv_rows(path) if row.get("round", "").strip()}
@@ -263,7 +341,7 @@ def rounds_done(run_path: str | os.PathLike) -> set[int]:
 
 def is_finished(run_path: str | os.PathLike) -> bool:
     """Finished runs carry a `finished` marker written after their last round's results."""
-    return (Path(run_path) / "finished").exists()
+    return RunFiles(run_path).is_finished()
 
 
 def read_csv_rows(path: str | os.PathLike) -> list[dict[str, str]]:

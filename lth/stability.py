@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from lth.errors import UserError
-from lth.imp import IMPRecipe
+from lth.imp import IMPRecipe, fresh_state
 from lth.masks import Mask
 from lth.rewinding import derived_seed, to_cpu
 from lth.training import RoundSchedule, evaluate_classifier, train_round
@@ -131,21 +131,21 @@ def run_stability(script: str, run_argv: list[str], ks: list[int], points: int, 
     """Instability analysis of the run that `script run_argv` names: its dense network, or (if that run has
     finished pruning rounds) its last round's ticket. One CSV per k, resumable; barriers.csv and the figures."""
     from lth.arguments import resolve_device
-    from lth.experiment import configure_threads, seed_everything
-    from lth.results import csv_value, ensure_output_dir, read_csv_rows, write_csv
-    from lth.storage import DirectoryLock, load_checkpoint
-    from lth.sweep import load_script
+    from lth.experiment import configure_threads, imp_settings_of, seed_everything
+    from lth.lease import DirectoryLock
+    from lth.results import RunFiles, csv_value, ensure_output_dir, read_csv_rows, write_csv
+    from lth.sweep import image_entry, load_script
 
-    module = load_script(script)
-    settings = module.parse_args(run_argv)
+    entry = image_entry(load_script(script), f"lth stability: {script}", "give LeNet's, CNN's or VGG's main.py")
+    settings = entry.parse_args(run_argv)
     device = resolve_device(settings.device)
     configure_threads()
-    run_dir = Path(module.run_directory(settings))
+    run_dir = Path(entry.run_directory(settings))
     if not run_dir.is_absolute():
         run_dir = Path(script).resolve().parent / run_dir
     seed_everything(settings.seed)
-    data = module.load_data(settings.data_dir, device, settings.seed)
-    recipe = module.build_recipe(settings, data, device)
+    data = entry.load_data(settings.data_dir, device, settings.seed)
+    recipe = entry.build_recipe(settings, data, device)
     too_late = [k for k in ks if k >= recipe.schedule.iterations]
     if too_late:  # the copies would get no training: a barrier of 0 that means nothing
         raise UserError(
@@ -157,18 +157,16 @@ def run_stability(script: str, run_argv: list[str], ks: list[int], points: int, 
     target = out / f"{run_dir.name}_stability"
     target.mkdir(exist_ok=True)
     with DirectoryLock(target):
-        state = load_checkpoint(run_dir / "state.pt", "run state") if (run_dir / "state.pt").exists() else None
+        state = RunFiles(run_dir).load_state()
         if state is not None and state["next_round"] > 1:
             mask, init = Mask.from_state_dict(state["mask"]), state["init"]
             subnetwork = f"ticket of round {state['next_round'] - 1} ({mask.weights_remaining_pct():.1f}% remaining)"
-        else:
-            torch.manual_seed(settings.seed if getattr(settings, "init_seed", None) is None else settings.init_seed)
-            model = recipe.model_factory()
-            init = to_cpu(model.state_dict())
-            mask = Mask.dense(model, recipe.prunable_names)
+        else:  # the run's own initial weights, drawn as the IMP driver draws them
+            start = fresh_state(recipe, dataclasses.replace(imp_settings_of(settings), prune_at_init=None))
+            mask, init = Mask.from_state_dict(start["mask"]), start["init"]
             subnetwork = "dense network"
         print(f"instability of {run_dir.name}: {subnetwork}; k in {ks}; results in {target}")
-        first, second = child_recipes(module.build_recipe, settings, data, device, settings.seed)
+        first, second = child_recipes(entry.build_recipe, settings, data, device, settings.seed)
         train_x, train_y = data.train_x[:TRAIN_SUBSET], data.train_y[:TRAIN_SUBSET]
         for k in ks:
             path_csv = target / f"path_k{k}.csv"

@@ -6,7 +6,8 @@ line is reported with its number. Under LSF (`$LSB_JOBINDEX`) or SLURM (`$SLURM_
 only the line of that index runs (1-based, counting run lines only).
 
 An entry script takes part by defining `parse_args(argv)`, `run_directory(args) -> Path` and
-`main(argv)`.
+`main(argv)`; an image family's IMP entry script declares them once, as its `ENTRY` (lth.experiment.ImageEntry),
+which is also what `--batch`, `lth batch` and `lth stability` read.
 """
 
 from __future__ import annotations
@@ -50,18 +51,15 @@ def batch_units(
 ):
     """Lines that differ only in seed, trial, run type or IMP mode, grouped: each group (split into batches of at
     most `max_batch` lines, in config order, where given) is one unit of work."""
-    from lth.batched import batch_key
+    from lth.experiment import batch_key  # torch, only where runs are batched
 
-    if not all(hasattr(module, name) for name in ("load_data", "build_recipe")):
-        raise UserError(
-            f"--batch: {Path(module.__file__).name} is not an image family's IMP entry script; use --per_device N instead"
-        )
+    entry = image_entry(module, f"--batch: {Path(module.__file__).name}", "use --per_device N instead")
     groups: dict[str, list[tuple[ConfigLine, Path]]] = {}
     previous = os.getcwd()
     os.chdir(folder)
     try:
         for line, directory in zip(lines, directories, strict=True):
-            groups.setdefault(batch_key(module.parse_args(line.argv)), []).append((line, directory))
+            groups.setdefault(batch_key(entry.parse_args(line.argv)), []).append((line, directory))
     finally:
         os.chdir(previous)
     units = []
@@ -99,7 +97,7 @@ def read_config(path: str | os.PathLike) -> list[ConfigLine]:
 
 
 @contextlib.contextmanager
-def _script_folder_on_path(folder: Path):
+def script_folder_on_path(folder: Path):
     """Entry scripts import their family's modules by plain name (data, settings, trainer, ...), which
     every family folder reuses: isolate the folder's modules so none leaks into the next folder."""
     names = {path.stem for path in folder.glob("*.py")}
@@ -114,11 +112,14 @@ def _script_folder_on_path(folder: Path):
         sys.modules.update(saved)
 
 
+_script_folder_on_path = script_folder_on_path  # the earlier name, which benchmarks/ scripts import
+
+
 def load_script(script: str | os.PathLike) -> ModuleType:
     script = Path(script).resolve()
     if not script.is_file():
         raise UserError(f"entry script {script} does not exist")
-    with _script_folder_on_path(script.parent):
+    with script_folder_on_path(script.parent):
         spec = importlib.util.spec_from_file_location(
             f"lth_entry_{script.parent.name}_{script.stem}".replace("-", "_"), script
         )
@@ -129,6 +130,17 @@ def load_script(script: str | os.PathLike) -> ModuleType:
         if not hasattr(module, needed):
             raise UserError(f"entry script {script} does not define {needed}(); it cannot be swept")
     return module
+
+
+def image_entry(module: ModuleType, what: str, otherwise: str):
+    """The `ENTRY` an image family's IMP entry script declares (lth.experiment.ImageEntry); `what` and
+    `otherwise` word the refusal of another script."""
+    from lth.experiment import ImageEntry
+
+    entry = getattr(module, "ENTRY", None)
+    if not isinstance(entry, ImageEntry):
+        raise UserError(f"{what} is not an image family's IMP entry script; {otherwise}")
+    return entry
 
 
 def check_lines(script_module: ModuleType, config: Path, lines: list[ConfigLine]) -> list[Path]:
@@ -256,7 +268,7 @@ def wait_for_lease(line: ConfigLine, directory: Path) -> str:
     """In an array task: a run held elsewhere may be a failed node's, whose lease still looks fresh. Wait until
     it is released, goes stale (judged by the holder's own timeout) or the run finishes; its state then."""
     from lth.cluster import run_status
-    from lth.storage import DirectoryLock, heartbeat_interval
+    from lth.lease import DirectoryLock, heartbeat_interval
 
     lease = DirectoryLock(directory)
     holder = lease.live_holder()

@@ -40,11 +40,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lth.checked_load import CheckpointLoadError, load_checkpoint
 from lth.errors import UserError
 from lth.mask_file import is_safetensors, load_mask_file, save_mask
 from lth.masks import Mask
 from lth.model_identity import identify_model, resolve_model_path
-from lth.storage import CheckpointLoadError, load_checkpoint
 
 TICKET_FORMAT = "lth-ticket/1"
 TICKET_SUFFIX = ".safetensors"

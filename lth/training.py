@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from lth.engine import RoundHooks, RoundStart, TrainedRound
+from lth.rewinding import to_cpu
 from lth.stopping import EvaluationInterrupted, StopRequested, check_during_evaluation, stop_requested
 
 Batch = Any
@@ -268,6 +270,60 @@ def train_round(
         progress=progress,
     )
     return curve
+
+
+class OneNetwork:
+    """The round engine of a run alone (lth.engine): one network, built once per run and trained by train_round.
+    On CUDA the network is channels-last (cuDNN's fast convolution layout); with `compile` it is torch.compiled."""
+
+    batched = False
+
+    def __init__(self) -> None:
+        self.model: nn.Module | None = None
+
+    def prepare(self, replicates: list) -> None:
+        if len(replicates) != 1:
+            raise ValueError("OneNetwork trains one run; train several together with lth.batched.StackedNetworks")
+        recipe = replicates[0].recipe
+        device = torch.device(recipe.device)
+        model = recipe.model_factory().to(device)
+        if device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        if recipe.compile:
+            model.compile(**compile_options(device))  # in place: the state dict keeps its names
+        self.model = model
+
+    def train(self, round_index: int, replicates: list, starts: list[RoundStart], hooks: RoundHooks) -> list:
+        (replicate,), (start,) = replicates, starts
+        recipe, model = replicate.recipe, self.model
+        device = torch.device(recipe.device)
+        if start.resume is None:
+            model.load_state_dict(start.weights)
+            # Dropout draws from the global RNG: seeded per round, so a run resumed between rounds trains exactly
+            # like one that never stopped (inside a round the checkpoint carries it).
+            torch.manual_seed(start.dropout_seed)
+        mask = start.mask.to(device)
+        mask.apply(model)
+        curve = train_round(
+            model,
+            recipe.make_optimizer(model),
+            recipe.batches,
+            recipe.step_loss,
+            recipe.evaluate,
+            hooks.schedule,
+            enforce_mask=mask.enforcer(model),
+            lr_at=recipe.lr_at,
+            resume=start.resume["loop"] if start.resume is not None else None,
+            on_checkpoint=lambda loop: hooks.checkpoint([{"loop": loop}]),
+            on_iteration=lambda at: hooks.capture(0, at, lambda: to_cpu(model.state_dict())),
+            on_evaluation=lambda point: hooks.evaluated(0, point),
+            description=hooks.description,
+            progress=hooks.progress,
+            device=device,
+            precision=recipe.precision,
+            max_grad_norm=recipe.max_grad_norm,
+        )
+        return [TrainedRound(curve, to_cpu(model.state_dict()))]
 
 
 def early_stop_summary(curve: list[dict[str, float]]) -> dict[str, float]:

@@ -22,7 +22,7 @@ import pytest
 import torch
 import tqdm.std
 
-from lth.sweep import _script_folder_on_path
+from lth.sweep import script_folder_on_path
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_ROOT = Path(os.environ.get("LTH_DATA_DIR") or REPO.parent / "shared" / "data")
@@ -51,7 +51,7 @@ def family_module(folder: str, name: str):
     import importlib.util
 
     path = REPO / folder / f"{name}.py"
-    with _script_folder_on_path(path.parent):
+    with script_folder_on_path(path.parent):
         spec = importlib.util.spec_from_file_location(f"{folder.replace('-', '_')}_{name}", path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module  # dataclasses look their module up while the class is built

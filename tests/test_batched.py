@@ -270,7 +270,7 @@ def test_max_batch_splits_a_group_into_batches_that_fit_and_array_tasks_follow(t
 def test_entry_scripts_name_several_runs_at_once_and_train_them_batched_sharing_energy(tmp_path, monkeypatch):
     from conftest import family_module, require_data, tiny_mnist
 
-    from lth.batched import several_runs
+    from lth.experiment import several_runs
 
     assert several_runs(["--trial", "0", "--lr", "0.1"]) is None
     lines = several_runs(["--trial", "0", "1", "--iterations", "5", "--run_type", "winning_ticket", "random_reinit"])
@@ -314,23 +314,104 @@ def test_batchnorm_replicates_keep_their_own_statistics_and_match_vgg_alone(tmp_
 
 
 def test_a_run_started_alone_is_continued_alone_when_its_line_joins_a_batch(tmp_path, capsys):
-    from conftest import REPO, require_data, tiny_mnist
-
-    from lth.batched import run_lines_batched
+    from conftest import family_module, require_data, tiny_mnist
 
     tiny_mnist(tmp_path / "data", require_data("MNIST/raw"))
     common = ["--iterations", "30", "--eval_every", "15", "--quiet", "--device", "cpu", "--data_dir",
               str(tmp_path / "data"), "--output_dir", str(tmp_path / "runs")]  # fmt: skip
-    script = str(REPO / "Lenet-300-100" / "main.py")
-    from conftest import family_module
 
     main = family_module("Lenet-300-100", "main")
     main.run_one([*common, "--trial", "0", "--rounds", "1"])
     state = next((tmp_path / "runs").iterdir()) / "state.pt"
     (state.parent / "finished").unlink()  # as if stopped after its rounds: state saved, trained alone
-    run_lines_batched(script, [[*common, "--trial", t, "--rounds", "1"] for t in ("0", "1", "2")])
+    main.ENTRY.run_lines([[*common, "--trial", t, "--rounds", "1"] for t in ("0", "1", "2")])
     out = capsys.readouterr().out
     assert "started alone earlier; training it alone" in out and "training 2 runs batched" in out
     runs = sorted((tmp_path / "runs").iterdir())
     assert [(r / "batched.json").exists() for r in runs] == [False, True, True]
     assert all((r / "finished").exists() for r in runs)
+
+
+def _run_fingerprint(run) -> dict:
+    """What a run computed, byte for byte: its CSVs without the cost columns, its masks' files and the tensors of
+    its saved state (initial, rewind and trained weights, mask)."""
+    from imp_fixtures import csv_without_wall_time
+
+    from lth.results import RunFiles
+
+    files = RunFiles(run)
+    state = files.load_state()
+    tensors = {
+        f"{key}.{name}": tensor.numpy().tobytes()
+        for key in ("init", "trained", "dense_trained", "mask")
+        for name, tensor in sorted((state[key] or {}).items())
+    }
+    masks = {path.name: path.read_bytes() for path in sorted((run / files.MASKS).glob("*.safetensors"))}
+    return {
+        "rounds": csv_without_wall_time(files.rounds_csv),
+        "curve": csv_without_wall_time(files.curve_csv),
+        "masks": masks,
+        "tensors": tensors,
+        "rows": len(state["rows"]),
+    }
+
+
+def test_lenet_replicates_are_bitwise_the_same_in_batches_of_one_two_and_three_and_after_a_kill(tmp_path):
+    """A replicate's results do not depend on which runs share its batch, bit for bit on a CPU: the property that
+    lets any batch resume a batched run. LeNet on real (tiny) MNIST, three runs: A in batches of one, two and
+    three; then a batch of A and B killed inside round 1 (both keep a `failed` note), A resumed beside C (its round
+    starts again: C holds no progress) and B resumed alone (from its saved progress): every CSV cell but the cost
+    columns, every mask file and every saved tensor equal the uninterrupted batch of three."""
+    import contextlib
+
+    from conftest import family_module, require_data, tiny_mnist
+
+    from lth.experiment import open_job
+
+    tiny_mnist(tmp_path / "data", require_data("MNIST/raw"))
+    entry = family_module("Lenet-300-100", "main").ENTRY
+    common = ["--iterations", "40", "--eval_every", "10", "--checkpoint_every", "10", "--rounds", "2", "--quiet",
+              "--device", "cpu", "--data_dir", str(tmp_path / "data")]  # fmt: skip
+    # One condition (a batch holds only runs that differ in seed, trial, run type and mode).
+    runs = {"A": ["--trial", "0"], "B": ["--trial", "1", "--mode", "oneshot"], "C": ["--trial", "2"]}
+
+    def lines(names, out):
+        return [[*runs[n], *common, "--output_dir", str(tmp_path / out)] for n in names]
+
+    def run_path(name, out):
+        settings = entry.parse_args(lines([name], out)[0])
+        return tmp_path / out / settings.run_name()
+
+    entry.run_lines(lines("A", "one"))
+    entry.run_lines(lines("AB", "two"))
+    entry.run_lines(lines("CAB", "three"))
+    reference = {name: _run_fingerprint(run_path(name, "three")) for name in "ABC"}
+    assert reference["A"]["rows"] == 3 and reference["A"]["tensors"] != reference["B"]["tensors"]
+    assert _run_fingerprint(run_path("A", "one")) == reference["A"], "a batch of one"
+    for name in "AB":
+        assert _run_fingerprint(run_path(name, "two")) == reference[name], f"{name} in a batch of two"
+
+    jobs = [entry.job(entry.parse_args(line), "cpu") for line in lines("AB", "killed")]
+    calls = {"n": 0}
+    with contextlib.ExitStack() as stack:
+        replicates = [open_job(job, stack) for job in jobs]
+        evaluate = replicates[0].recipe.evaluate
+
+        def evaluate_then_die(model):
+            calls["n"] += 1
+            if calls["n"] == 8:  # round 1 at iteration 20, after its checkpoint at 10
+                raise Interrupt
+            return evaluate(model)
+
+        replicates[0].recipe.evaluate = evaluate_then_die
+        with pytest.raises(Interrupt):
+            run_imp_batched(replicates, quiet=True)
+    for name in "AB":
+        assert (run_path(name, "killed") / "failed").read_text().startswith("Interrupt"), "a crashed batch says so"
+        assert (run_path(name, "killed") / "progress.pt").exists()
+    entry.run_lines(lines("AC", "killed"))
+    entry.run_lines(lines("B", "killed"))
+    for name in "ABC":
+        path = run_path(name, "killed")
+        assert not (path / "failed").exists() and (path / "finished").exists()
+        assert _run_fingerprint(path) == reference[name], f"{name} after the kill"

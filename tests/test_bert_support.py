@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lth.sweep import _script_folder_on_path
+from lth.sweep import script_folder_on_path
 
 REPO = Path(__file__).resolve().parents[1]
 BERT_DIR = REPO / "BERT"
@@ -32,7 +32,7 @@ def real_data_root() -> Path:
 @contextlib.contextmanager
 def bert_modules():
     """Import the BERT family's modules by plain name, isolated from other families' (as `lth sweep` does)."""
-    with _script_folder_on_path(BERT_DIR):
+    with script_folder_on_path(BERT_DIR):
         yield importlib.import_module
 
 

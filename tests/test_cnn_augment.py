@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 
 from lth.batches import ShuffledBatches, random_crop_flip
-from lth.sweep import _script_folder_on_path
+from lth.sweep import script_folder_on_path
 
 CNN = Path(__file__).resolve().parents[1] / "CNN"
-with _script_folder_on_path(CNN):
+with script_folder_on_path(CNN):
     data = importlib.import_module("data")
 
 

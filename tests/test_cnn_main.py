@@ -13,10 +13,10 @@ import torch
 
 from lth.errors import UserError
 from lth.masks import default_prunable_names
-from lth.sweep import _script_folder_on_path
+from lth.sweep import script_folder_on_path
 
 CNN = Path(__file__).resolve().parents[1] / "CNN"
-with _script_folder_on_path(CNN):
+with script_folder_on_path(CNN):
     data = importlib.import_module("data")
     models = importlib.import_module("models")
     main = importlib.import_module("main")

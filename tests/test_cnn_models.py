@@ -12,13 +12,13 @@ from torch import nn
 
 from lth.masks import Mask, default_prunable_names
 from lth.pruning import magnitude_scores
-from lth.sweep import _script_folder_on_path
+from lth.sweep import script_folder_on_path
 
 CNN = Path(__file__).resolve().parents[1] / "CNN"
 
 
 def load_cnn(*names: str):
-    with _script_folder_on_path(CNN):
+    with script_folder_on_path(CNN):
         return [importlib.import_module(name) for name in names]
 
 

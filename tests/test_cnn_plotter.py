@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 
 from lth.results import RunDirectory
-from lth.sweep import _script_folder_on_path
+from lth.sweep import script_folder_on_path
 
 CNN = Path(__file__).resolve().parents[1] / "CNN"
-with _script_folder_on_path(CNN):
+with script_folder_on_path(CNN):
     plotter = importlib.import_module("plotter")
     main = importlib.import_module("main")
 

@@ -12,11 +12,11 @@ import pytest
 from lth.datasets import load_cifar10
 from lth.imp import IMPSettings, run_imp
 from lth.results import RunDirectory
-from lth.sweep import _script_folder_on_path
+from lth.sweep import script_folder_on_path
 
 CNN = Path(__file__).resolve().parents[1] / "CNN"
 DATA_ROOT = Path(os.environ.get("LTH_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
-with _script_folder_on_path(CNN):
+with script_folder_on_path(CNN):
     main = importlib.import_module("main")
     trainer = importlib.import_module("trainer")
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from lth.sweep import _script_folder_on_path, read_config, sweep
+from lth.sweep import read_config, script_folder_on_path, sweep
 
 CNN = Path(__file__).resolve().parents[1] / "CNN"
 SCRIPT = CNN / "run_experiments.sh"
-with _script_folder_on_path(CNN):
+with script_folder_on_path(CNN):
     main = importlib.import_module("main")
 
 

@@ -11,7 +11,7 @@ from test_bert_imp import pretrained, tiny_args
 from test_bert_support import bert_modules, tiny_glue, tiny_model  # noqa: F401
 
 from lth.datasets import ImageData, random_images
-from lth.imp import IMPSettings, _policy_for, run_imp
+from lth.imp import IMPSettings, policy_for, run_imp
 from lth.masks import Mask
 from lth.results import RunDirectory
 
@@ -58,7 +58,7 @@ def test_image_families_prune_exactly_on_cuda(folder, tmp_path):
     expected = Mask.dense(model, names)
     for _ in range(2):
         scores = {n: torch.rand(p.shape) for n, p in model.named_parameters() if n in names}
-        expected = _policy_for(recipe, expected).prune(scores, expected)
+        expected = policy_for(recipe, expected).prune(scores, expected)
     assert mask.kept() == expected.kept()
     if folder != "VGG":
         assert mask.kept_counts() == expected.kept_counts()

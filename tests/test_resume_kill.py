@@ -160,7 +160,9 @@ def test_bert_survives_twenty_kills(tmp_path):
 
 
 @pytest.mark.slow
-def test_cnn_survives_twenty_kills(tmp_path, monkeypatch):
+def test_cnn_survives_twenty_kills(tmp_path):
+    import dataclasses
+
     import torch
 
     from lth.datasets import ImageData
@@ -172,10 +174,10 @@ def test_cnn_survives_twenty_kills(tmp_path, monkeypatch):
     images = torch.randn(400, 3, 32, 32, generator=generator)
     labels = torch.randint(0, 10, (400,), generator=generator)
     tiny = ImageData(images[:240], labels[:240], images[240:320], labels[240:320], images[320:], labels[320:], 10)
-    monkeypatch.setattr(main, "load_data", lambda data_dir, device, seed: tiny)
+    entry = dataclasses.replace(main.ENTRY, load_data=lambda data_dir, device, seed: tiny)  # CNN's entry, tiny data
 
     def command(output):
-        return lambda: main.main(
+        return lambda: entry.main(
             [
                 "--arch",
                 "Conv-2",

@@ -10,7 +10,7 @@ from imp_fixtures import DIGITS, FixtureSettings, csv_without_wall_time, digits_
 
 from lth.batches import ShuffledBatches
 from lth.demo import DigitsMLP
-from lth.imp import IMPSettings, _prepare_round, run_imp
+from lth.imp import IMPSettings, round_mask_and_weights, run_imp
 from lth.masks import Mask
 from lth.pruning import magnitude_scores
 from lth.results import RunDirectory
@@ -102,8 +102,8 @@ def test_random_reinit_keeps_mask_changes_weights_and_is_seeded(tmp_path):
         run_imp(run, recipe, settings, quiet=True)
         state = run.load_state()
     ticket = IMPSettings(rounds=2, seed=5, run_type="winning_ticket")
-    mask_rr, weights_rr = _prepare_round(2, state, recipe, settings)
-    mask_wt, weights_wt = _prepare_round(2, state, recipe, ticket)
+    mask_rr, weights_rr = round_mask_and_weights(2, state, recipe, settings)
+    mask_wt, weights_wt = round_mask_and_weights(2, state, recipe, ticket)
     assert mask_rr.equals(mask_wt), "the control uses the same mask"
     assert not torch.equal(weights_rr["layers.1.weight"], weights_wt["layers.1.weight"])
     assert weights_wt["layers.1.weight"].equal(state["init"]["layers.1.weight"])
@@ -119,7 +119,7 @@ def test_iterative_pruning_ranks_weights_after_retraining(tmp_path):
     with RunDirectory(tmp_path, FixtureSettings(name="wt")) as run:
         run_imp(run, recipe, settings, quiet=True)
         state = run.load_state()
-    mask_next, _ = _prepare_round(2, state, recipe, IMPSettings(rounds=2, seed=0))
+    mask_next, _ = round_mask_and_weights(2, state, recipe, IMPSettings(rounds=2, seed=0))
     previous = Mask.from_state_dict(state["mask"])
     from_trained = recipe.policy.prune(magnitude_scores(state["trained"], previous), previous)
     from_stale = recipe.policy.prune(magnitude_scores(state["dense_trained"], previous), previous)
@@ -156,7 +156,7 @@ def test_late_rewinding_uses_weights_at_iteration_k(tmp_path):
     )
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, state["rewind"][name])
-    mask, weights = _prepare_round(1, state, recipe, settings)
+    mask, weights = round_mask_and_weights(1, state, recipe, settings)
     assert weights is state["rewind"]
     curve = [line for line in (run.curve_csv).read_text().splitlines()[1:] if line.startswith("1,")]
     assert curve[0].split(",")[1] == "10", "after rewinding to k the round trains from iteration k"

@@ -20,7 +20,7 @@ from lth.masks import Mask
 from lth.pruning import magnitude_scores, round_half_up
 from lth.results import ROUND_COLUMNS, RunDirectory
 from lth.rewinding import rewind
-from lth.sweep import _script_folder_on_path
+from lth.sweep import script_folder_on_path
 
 REPO = Path(__file__).resolve().parents[1]
 VGG_DIR = REPO / "VGG"
@@ -31,7 +31,7 @@ def vgg():
     """The family's modules, imported by plain name from VGG/ as its scripts do."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny convs gain nothing from a second thread and lose a lot on a busy machine
-    with _script_folder_on_path(VGG_DIR):
+    with script_folder_on_path(VGG_DIR):
         modules = {
             name: importlib.import_module(name)
             for name in ("models", "pruning", "trainer", "data", "main", "train", "plotter")
