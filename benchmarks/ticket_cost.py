@@ -121,6 +121,7 @@ def run_levels(run_dir: Path, every: int = 1):
     chosen = paths[::every] if paths[-1] in paths[::every] else [*paths[::every], paths[-1]]
     for path in chosen:
         mask, header = load_mask(path)
+        torch.manual_seed(0)  # where the run's state is not here, seeded weights (latency does not depend on them)
         if "model_name_or_path" in settings:
             model = bert_classifier(settings["model_name_or_path"])
         else:
