@@ -17,7 +17,7 @@ from pathlib import Path
 from lth.atomic import atomic_write_text
 from lth.errors import UserError
 from lth.lease import DirectoryLock
-from lth.results import RunFiles, is_finished
+from lth.results import RunFiles, is_finished, rounds_done
 
 # The warning signal and requeue: five minutes before the time limit the job gets SIGUSR1 (LSF -wa/-wt; SLURM
 # --signal, B: so that it reaches the batch shell, which `exec` made the sweep); the run saves its progress and
@@ -434,7 +434,11 @@ def run_status(run_path: Path) -> str:
     stale = lease.stale_holder()
     if stale is not None:
         return f"interrupted (stale lease of host {stale.host}; start it again to resume)"
-    return "interrupted (start it again to resume)" if files.has_state() or files.has_progress() else "started"
+    if files.has_state() or files.has_progress():
+        return "interrupted (start it again to resume)"
+    if rounds_done(run_path):  # results without run state (committed, moved): it continues from them
+        return "interrupted (start it again: it continues from its results)"
+    return "started"
 
 
 def read_requeued(run_path: Path) -> tuple[str, str] | None:

@@ -277,6 +277,9 @@ def test_a_run_whose_state_did_not_travel_continues_from_its_results_and_masks(t
         (moved / table).write_text("\n".join(kept[: keep + 1] if keep else kept) + "\n")
     for number in range(masks_kept, 4):
         (moved / "masks" / f"round_{number:02d}.safetensors").unlink()
+    from lth.cluster import run_status
+
+    assert run_status(moved) == "interrupted (start it again: it continues from its results)"
     with RunDirectory(tmp_path / "moved", FixtureSettings(name="wt")) as run:
         rows = run_imp(run, recipe, settings, quiet=True)
     assert [row["round"] for row in rows] == [0, 1, 2, 3]
