@@ -32,6 +32,7 @@ from lth.plotting import (
     setting_title,
     varying,
 )
+from lth.results import condition_columns
 from lth.settings import IDENTITY
 from lth.tickets import KEEP_POOLER_LABEL, Ticket, load_ticket
 
@@ -90,6 +91,97 @@ def plot_sparsity_curves(rounds: pd.DataFrame, path: Path) -> Path:
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
     return save_figure(figure, path)
+
+
+METHODS = {  # Chen et al.'s comparison, in the order a figure's legend lists it
+    "winning_ticket": "IMP (winning ticket)",
+    "random_prune": "random pruning",
+    "random_reinit": "random re-initialisation",
+    "standard_pruning": "standard pruning",
+}
+STUDY_APART = ("run_type", "sparsity", "ticket_sparsity")  # what differs between the methods of one study
+
+
+def method_table(rounds: pd.DataFrame, metric: str = "dev_accuracy") -> pd.DataFrame:
+    """Chen et al.'s table: per study (its settings less seed, run type and sparsities), method and sparsity, the
+    dev metric's mean and standard deviation over seeds. The dense model is the tickets' round 0; a baseline counts
+    only its one trained round (its round 0 is its ticket's)."""
+    keys = [c for c in condition_columns(rounds.columns) if c not in STUDY_APART and c != "task"]
+    kept = rounds[(rounds["round"] > 0) | (rounds["run_type"] == "winning_ticket")]
+    kept = kept.assign(
+        method=np.where(kept["round"] == 0, "dense", kept["run_type"]), sparsity_pct=kept["sparsity_pct"].round(1)
+    )
+    by = ["task", *keys, "method", "sparsity_pct"]
+    table = kept.groupby(by, dropna=False)[metric].agg(["mean", "std", "count"]).reset_index()
+    return table.rename(columns={"count": "seeds"})
+
+
+def matching_sparsity(table: pd.DataFrame) -> float | None:
+    """The highest sparsity at which IMP's mean is within one standard deviation of the dense model's (Chen et
+    al.'s criterion for a matching subnetwork), and every lower sparsity too; None where none is."""
+    dense = table[table.method == "dense"]
+    if dense.empty:
+        return None
+    floor = float(dense["mean"].iloc[0]) - float(np.nan_to_num(dense["std"].iloc[0]))
+    found = None
+    for _, row in table[table.method == "winning_ticket"].sort_values("sparsity_pct").iterrows():
+        if row["mean"] < floor:
+            break
+        found = float(row["sparsity_pct"])
+    return found
+
+
+def plot_methods(rounds: pd.DataFrame, save_dir: Path) -> list[Path]:
+    """Chen et al.'s figure, one per task, metric and study: dev metric against sparsity, a line per method with a
+    band of one standard deviation over seeds, the dense model as a dashed line with its band; and the table as
+    CSV. Drawn where a study has baselines."""
+    written = []
+    for metric in ("dev_accuracy", "dev_f1"):
+        if metric not in rounds or rounds[metric].isna().all():
+            continue
+        table = method_table(rounds[rounds[metric].notna()], metric)
+        keys = [c for c in table.columns if c not in ("method", "sparsity_pct", "mean", "std", "seeds")]
+        for values, study in table.groupby(keys, dropna=False):
+            if set(study.method) <= {"dense", "winning_ticket"}:
+                continue  # no baselines: the sparsity curves say it all
+            setting = dict(zip(keys, values if isinstance(values, tuple) else (values,), strict=True))
+            figure, ax = plt.subplots(figsize=(6, 4))
+            for method, label in METHODS.items():
+                line = study[study.method == method].sort_values("sparsity_pct")
+                if line.empty:
+                    continue
+                (drawn,) = ax.plot(line["sparsity_pct"], line["mean"], marker="o", markersize=3, label=label)
+                color = drawn.get_color()
+                spread = np.nan_to_num(line["std"])
+                ax.fill_between(
+                    line["sparsity_pct"], line["mean"] - spread, line["mean"] + spread, color=color, alpha=0.2
+                )
+            dense = study[study.method == "dense"]
+            if not dense.empty:
+                mean, std = float(dense["mean"].iloc[0]), float(np.nan_to_num(dense["std"].iloc[0]))
+                ax.axhline(mean, linestyle="--", color="gray", label=f"dense: {mean:.2f}")
+                ax.axhspan(mean - std, mean + std, color="gray", alpha=0.15)
+            matching = matching_sparsity(study)
+            seeds = int(study["seeds"].max())
+            task = str(setting["task"])
+            ax.set_title(
+                f"{task.upper()}, {Path(str(setting.get('arch', ''))).name}: {METHODS['winning_ticket']} against "
+                f"baselines ({seeds} seed{'s' if seeds > 1 else ''}, band: 1 std)",
+                fontsize=9,
+            )
+            ax.set_xlabel("sparsity of the prunable weights (%)")
+            ax.set_ylabel(METRIC_LABEL[metric])
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize=8, title=f"matching up to {matching:g}%" if matching is not None else None)
+            name = f"bert_{task}_{metric}_methods{setting_suffix(setting, [k for k in keys if k != 'task' and k in varying_keys(table, keys)])}"
+            written.append(save_figure(figure, save_dir / f"{name}.png"))
+            study.to_csv(save_dir / f"{name}.csv", index=False)
+            written.append(save_dir / f"{name}.csv")
+    return written
+
+
+def varying_keys(table: pd.DataFrame, keys: list[str]) -> list[str]:
+    return [k for k in keys if table[k].astype(str).nunique() > 1]
 
 
 def pooler_note(name: str) -> str:
@@ -268,6 +360,7 @@ def main(argv=None) -> list[Path]:
         rounds = load_rounds(results, BERT_RUNS)
         skipped = rounds.attrs["skipped"]
         written.append(plot_sparsity_curves(rounds, save_dir / "bert_dev_metric_vs_sparsity.png"))
+        written.extend(plot_methods(rounds, save_dir))
     if Path(args.transfer_csv).exists():
         for suffix, transfer in transfer_conditions(pd.read_csv(args.transfer_csv)):
             written.append(plot_transfer_heatmaps(transfer, save_dir / f"bert_fewshot_transfer_accuracy{suffix}.png"))

@@ -358,3 +358,40 @@ def test_standard_pruning_refuses_a_ticket_without_its_state(lth, ticket, tiny_m
     assert exit_info.value.code == 2 and len(err.splitlines()) == 1
     assert "state.pt" in err and "trained dense weights" in err
     assert not lth.run_directory(lth.parse_args(argv)).exists()
+
+
+def test_the_methods_table_and_the_sparsity_matching_dense():
+    """Chen et al.'s table over seeds: dense is the tickets' round 0, a baseline only its trained round; IMP matches
+    up to the highest sparsity whose mean stays within one standard deviation of dense (every lower one too)."""
+    plotter = load_bert_script("plotter")
+    rows = []
+    for seed, dense, imp in ((1, 90.0, [90.5, 89.6, 88.0]), (2, 88.0, [88.5, 87.8, 86.0])):
+        for r, accuracy in enumerate([dense, *imp]):
+            rows.append({"task": "sst2", "arch": "m", "run_type": "winning_ticket", "sparsity": 0.7, "round": r,
+                         "sparsity_pct": 10.0 * r, "dev_accuracy": accuracy, "seed": seed})  # fmt: skip
+        rows.append({"task": "sst2", "arch": "m", "run_type": "random_prune", "sparsity": 0.2, "round": 0,
+                     "sparsity_pct": 0.0, "dev_accuracy": dense, "seed": seed})  # fmt: skip
+        rows.append({"task": "sst2", "arch": "m", "run_type": "random_prune", "sparsity": 0.2, "round": 2,
+                     "sparsity_pct": 20.0, "dev_accuracy": 80.0 + seed, "seed": seed})  # fmt: skip
+    table = plotter.method_table(pd.DataFrame(rows))
+    as_dict = {(m, s): (mean, n) for m, s, mean, n in table[["method", "sparsity_pct", "mean", "seeds"]].values}
+    assert as_dict[("dense", 0.0)] == (89.0, 2), "dense from the tickets' round 0 only, not the baselines' copies"
+    assert as_dict[("winning_ticket", 20.0)] == (pytest.approx(88.7), 2)
+    assert as_dict[("random_prune", 20.0)] == (81.5, 2)
+    assert ("random_prune", 0.0) not in as_dict
+    # dense 89.0 +- 1.414: 89.5 and 88.7 are within, 87.0 is not
+    assert plotter.matching_sparsity(table) == 20.0
+
+
+def test_the_methods_figure_of_a_ticket_and_its_baselines(lth, ticket, tiny_model, tiny_glue, monkeypatch, tmp_path):  # noqa: F811
+    out, _ = ticket
+    for run_type in ("random_prune", "random_reinit"):
+        run_baseline(lth, tiny_model, tiny_glue, out, run_type, monkeypatch)
+    plotter = load_bert_script("plotter")
+    with bert_modules():
+        written = plotter.main([str(out / "runs"), "--output_dir", str(tmp_path / "figures")])
+    (table_csv,) = [p for p in written if p.name.endswith("_methods.csv")]
+    table = pd.read_csv(table_csv)
+    assert {"dense", "winning_ticket", "random_prune", "random_reinit"} <= set(table.method)
+    assert set(table[table.method == "random_prune"].sparsity_pct) == {20.0}
+    assert table_csv.with_suffix(".png").stat().st_size > 10_000
