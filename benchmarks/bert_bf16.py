@@ -26,37 +26,17 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "BERT"))
 
+from bert_padding import toolkit  # noqa: E402  (the same timed training step as the padding benchmark)
 from data import load_task_data  # noqa: E402
 from model import classifier_factory, load_tokenizer  # noqa: E402
-from pruning import bert_prunable_names  # noqa: E402
-from trainer import bert_step_loss, linear_schedule, make_adamw, text_evaluator  # noqa: E402
-
-from lth.masks import Mask  # noqa: E402
-from lth.text_data import LengthGroupedBatches  # noqa: E402
-from lth.training import RoundSchedule, train_round  # noqa: E402
+from trainer import text_evaluator  # noqa: E402
 
 
 def fine_tune(data, factory, precision: str, steps: int, lr: float, seed: int, evaluate=None) -> tuple[float, dict]:
     """Seconds for `steps` training steps from the pre-trained weights at `precision`, and the dev metrics."""
     torch.manual_seed(seed)
     model = factory()
-    mask = Mask.dense(model, bert_prunable_names(model))
-    batches = LengthGroupedBatches(data.train, 32, seed=seed)
-    started = time.perf_counter()
-    train_round(
-        model,
-        make_adamw(model, lr),
-        batches,
-        bert_step_loss,
-        lambda m: {},
-        RoundSchedule(steps, eval_every=steps),
-        enforce_mask=mask.enforcer(model),
-        lr_at=linear_schedule(lr, steps),
-        description=f"{precision} seed {seed}",
-        precision=precision,
-        progress=False,
-    )
-    seconds = time.perf_counter() - started
+    seconds = toolkit(model, data, steps, 32, lr, seed, "cpu", precision, progress=False)
     return seconds, (evaluate(model) if evaluate else {})
 
 

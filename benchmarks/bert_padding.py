@@ -67,7 +67,18 @@ def baseline(model, data, steps: int, batch_size: int, lr: float, seed: int, dev
     return time.perf_counter() - started
 
 
-def toolkit(model, data, steps: int, batch_size: int, lr: float, seed: int, device: str) -> float:
+def toolkit(
+    model,
+    data,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    device: str,
+    precision: str = "auto",
+    progress: bool = True,
+) -> float:
+    """Seconds for `steps` of the toolkit's training step (lth.training.train_round) at `precision`."""
     names = bert_prunable_names(model)
     mask = Mask.dense(model, names).to(device)
     batches = LengthGroupedBatches(data.train, batch_size, seed=seed)
@@ -83,6 +94,8 @@ def toolkit(model, data, steps: int, batch_size: int, lr: float, seed: int, devi
         lr_at=linear_schedule(lr, steps),
         description="toolkit",
         device=device,
+        precision=precision,
+        progress=progress,
     )
     if device.startswith("cuda"):
         torch.cuda.synchronize()

@@ -49,7 +49,7 @@ from lth.init_pruning import PruneAtInit, prune_at_init
 from lth.mask_file import load_mask
 from lth.masks import Mask
 from lth.pruning import GlobalPruning, LayerwisePruning, magnitude_scores, random_mask_like
-from lth.results import CURVE_COLUMNS, ROUND_COLUMNS, RunDirectory, round_mask_path
+from lth.results import CURVE_COLUMNS, ROUND_COLUMNS, RunDirectory
 from lth.rewinding import derived_seed, fresh_initialization, to_cpu
 from lth.settings import IMP_MODES, IMP_RUN_TYPES, STANDARD_PRUNING
 from lth.stopping import StopRequested
@@ -227,7 +227,7 @@ def starting_state(run: RunDirectory, recipe: IMPRecipe, cfg: IMPSettings) -> di
 def round_start(run: RunDirectory, round_index: int, state: dict, recipe: IMPRecipe, cfg: IMPSettings):
     """The mask of this round and the weights its training starts from; the run keeps the mask. A mask kept when
     the round first started is the round's mask (a run rebuilt from its results has no trained weights to prune)."""
-    kept = round_mask_path(run.path, round_index)
+    kept = run.mask_file(round_index)
     if round_index > 0 and kept.exists() and cfg.run_type != STANDARD_PRUNING:
         return load_mask(kept)[0], _round_weights(round_index, state, recipe, cfg)
     mask, weights = round_mask_and_weights(round_index, state, recipe, cfg, run.name)
