@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 from model import classifier_factory, resolve_model
+from settings import KEEP_POOLER_LABEL
 
 from lth.arguments import ArgumentParser
 from lth.atomic import atomic_write_json
@@ -19,7 +20,8 @@ from lth.checked_load import read_json
 from lth.errors import UserError, user_facing
 from lth.model_identity import identify_model
 from lth.results import write_csv
-from lth.tickets import KEEP_POOLER_LABEL, TICKET_SUFFIX, Ticket, load_ticket, make_ticket, save_ticket
+from lth.settings import TICKET_SUFFIX
+from lth.tickets import Ticket, load_ticket, make_ticket, save_ticket
 
 HERE = Path(__file__).resolve().parent
 LAYER_COLUMNS = ["layer", "weights", "sparsity_a_pct", "sparsity_b_pct", "sparsity_result_pct", "jaccard"]

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lth.rewinding import derived_seed
-from lth.text_data import EncodedText, GlueTask, encode, glue_task, load_glue, seeded_subset
+from settings import MAX_LENGTH
 
-MAX_LENGTH = 128
+from lth.glue import GlueTask, glue_task
+from lth.rewinding import derived_seed
+from lth.text_data import EncodedText, encode, load_glue, seeded_subset
 
 
 @dataclass

@@ -7,13 +7,19 @@ enforced), scored on the full target dev set; one row per run appended to a tran
 
 from __future__ import annotations
 
+from settings import FewShotSettings
+
+from lth.families import refuse_if_running
+
+if __name__ == "__main__":  # before the heavy imports: a start on a live run is refused within a second
+    refuse_if_running(FewShotSettings)
+
 import time
 from pathlib import Path
 
 import torch
 from data import load_task_data
 from model import classifier_factory, head_parameter_names, load_tokenizer, resolve_model
-from settings import FewShotSettings
 from trainer import bert_step_loss, linear_schedule, make_adamw, text_evaluator
 
 from lth.arguments import resolve_device

@@ -13,12 +13,18 @@ dense round 0 and train one round, at their own --sparsity, taken from the ticke
 
 from __future__ import annotations
 
+from settings import LotterySettings
+
+from lth.families import refuse_if_running
+
+if __name__ == "__main__":  # before the heavy imports: a start on a live run is refused within a second
+    refuse_if_running(LotterySettings)
+
 from pathlib import Path
 
 from data import load_task_data
 from model import classifier_factory, load_tokenizer, resolve_model
 from pruning import bert_prunable_names, rounds_needed
-from settings import LotterySettings
 from trainer import build_recipe, rewind_iteration
 
 from lth.arguments import resolve_device

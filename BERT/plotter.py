@@ -13,7 +13,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from settings import FewShotSettings
+from settings import KEEP_POOLER_LABEL, FewShotSettings
 
 from lth.arguments import ArgumentParser
 from lth.errors import UserError, user_facing
@@ -34,7 +34,7 @@ from lth.plotting import (
 )
 from lth.results import condition_columns
 from lth.settings import IDENTITY
-from lth.tickets import KEEP_POOLER_LABEL, Ticket, load_ticket
+from lth.tickets import Ticket, load_ticket
 
 HERE = Path(__file__).resolve().parent
 # BERT's runs: rounds.csv names a GLUE task (the image families' runs have no task column).

@@ -8,13 +8,12 @@ import math
 from dataclasses import dataclass
 
 import torch
+from settings import PRUNE_RATE
 from torch import nn
 
 from lth.masks import Mask
 from lth.pruning import keep_top_global, round_half_up
 from lth.tickets import prunable_bert_names
-
-PRUNE_RATE = 0.1  # of the original prunable weights per round
 
 
 def bert_prunable_names(model: nn.Module, include_pooler: bool = True) -> list[str]:
@@ -33,15 +32,6 @@ def rounds_needed(total: int, sparsity: float, prune_rate: float = PRUNE_RATE) -
     if pruned_count_target(total, sparsity) == 0:
         return 0
     return math.ceil(sparsity / prune_rate - 1e-9)
-
-
-def round_of_sparsity(sparsity: float, target: float, prune_rate: float = PRUNE_RATE) -> int | None:
-    """The round of an IMP run to `target` whose sparsity is `sparsity` (ChenPruning: round r at
-    min(r x prune_rate, target)); None where no round has it. Round 0 is the dense one."""
-    rounds = math.ceil(sparsity / prune_rate - 1e-9)
-    if sparsity > target + 1e-9 or abs(min(rounds * prune_rate, target) - sparsity) > 1e-9:
-        return None
-    return rounds
 
 
 @dataclass

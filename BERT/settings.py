@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from data import MAX_LENGTH
-from model import DEFAULT_MODEL
-from pruning import PRUNE_RATE, round_of_sparsity
-from trainer import WARMUP_FRACTION, WEIGHT_DECAY
-
 from lth.arguments import fraction, non_negative_float, non_negative_int, positive_int
 from lth.errors import UserError
+from lth.glue import GLUE_TASKS
 from lth.model_identity import ModelIdentity, identify_model, model_key
 from lth.settings import (
     BRANCH_SUFFIX,
     IMP_RUN_TYPES,
+    PRECISIONS,
+    TICKET_SUFFIX,
     Alias,
     ReportingSettings,
     Settings,
@@ -32,11 +31,25 @@ from lth.settings import (
     seed_setting,
     setting,
 )
-from lth.text_data import GLUE_TASKS
-from lth.tickets import KEEP_POOLER_LABEL, TICKET_SUFFIX
-from lth.training import PRECISIONS
 
 HERE = Path(__file__).resolve().parent
+DEFAULT_MODEL = "bert-base-uncased"
+MAX_LENGTH = 128  # tokens per example
+PRUNE_RATE = 0.1  # of the original prunable weights per round
+WEIGHT_DECAY = 0.01
+WARMUP_FRACTION = 0.1
+# Runs, tickets and ensembles made with the pooler left out of pruning carry this in their names;
+# the figures use it to keep them apart from the others.
+KEEP_POOLER_LABEL = "keep-pooler"
+
+
+def round_of_sparsity(sparsity: float, target: float, prune_rate: float = PRUNE_RATE) -> int | None:
+    """The round of an IMP run to `target` whose sparsity is `sparsity` (ChenPruning: round r at
+    min(r x prune_rate, target)); None where no round has it. Round 0 is the dense one."""
+    rounds = math.ceil(sparsity / prune_rate - 1e-9)
+    if sparsity > target + 1e-9 or abs(min(rounds * prune_rate, target) - sparsity) > 1e-9:
+        return None
+    return rounds
 
 
 def model_label(name_or_path: str) -> str:

@@ -7,9 +7,15 @@ python main.py --plot                            # figures from every run under 
 
 from __future__ import annotations
 
+from settings import ConvSettings
+
+from lth.families import refuse_if_running
+
+if __name__ == "__main__":  # before the heavy imports: a start on a live run is refused within a second
+    refuse_if_running(ConvSettings, unless=lambda settings: settings.plot)
+
 from data import load_data
 from plotter import plot_results
-from settings import ConvSettings
 from trainer import build_recipe
 
 from lth.experiment import ImageEntry

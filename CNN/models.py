@@ -8,6 +8,7 @@ layer. Gaussian Glorot initialisation, zero biases, no BatchNorm.
 from __future__ import annotations
 
 import torch
+from settings import ARCHS
 from torch import nn
 
 from lth.errors import UserError
@@ -15,7 +16,6 @@ from lth.errors import UserError
 # Channels of each conv pair; Conv-2 has the first pair, Conv-4 two pairs, Conv-6 all three.
 CONV_PAIRS = (64, 128, 256)
 HIDDEN = (256, 256)
-ARCHS = {"Conv-2": 1, "Conv-4": 2, "Conv-6": 3}
 
 
 class ConvNet(nn.Module):

@@ -4,16 +4,10 @@ output layer half the fc rate."""
 
 from __future__ import annotations
 
+from settings import FC_RATE, default_output_rate
 from torch import nn
 
 from lth.pruning import LayerwisePruning, conv_fc_rates
-
-CONV_RATE = {"Conv-2": 0.10, "Conv-4": 0.10, "Conv-6": 0.15}
-FC_RATE = 0.20
-
-
-def default_output_rate(fc_rate: float) -> float:
-    return fc_rate / 2
 
 
 def cnn_pruning(

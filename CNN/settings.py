@@ -5,10 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from data import VALIDATION_SIZE
-from models import ARCHS
-from pruning import CONV_RATE, FC_RATE, default_output_rate
-
 from lth.arguments import fraction, positive_int
 from lth.errors import UserError
 from lth.settings import (
@@ -39,6 +35,18 @@ from lth.settings import (
 )
 
 HERE = Path(__file__).resolve().parent
+ARCHS = {"Conv-2": 1, "Conv-4": 2, "Conv-6": 3}  # conv pairs of each architecture (models.py)
+VALIDATION_SIZE = 5000
+# Frankle & Carbin's rates: each round a conv layer loses 10% (Conv-2, Conv-4) or 15% (Conv-6) of its remaining
+# weights, a hidden fc layer 20%, the output layer half the fc rate.
+CONV_RATE = {"Conv-2": 0.10, "Conv-4": 0.10, "Conv-6": 0.15}
+FC_RATE = 0.20
+
+
+def default_output_rate(fc_rate: float) -> float:
+    return fc_rate / 2
+
+
 TRAINING_IMAGES = 50_000 - VALIDATION_SIZE
 # Frankle & Carbin's per-arch schedule (the earlier configs: 24/30/36 epochs of 50,000 images at batch 60).
 ARCH_LR = {"Conv-2": 2e-4, "Conv-4": 3e-4, "Conv-6": 3e-4}

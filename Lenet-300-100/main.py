@@ -6,8 +6,14 @@ python main.py --imp_mode oneshot --run_type random_reinit --seed 45 --train_ite
 
 from __future__ import annotations
 
-from data import load_data
 from settings import LenetSettings
+
+from lth.families import refuse_if_running
+
+if __name__ == "__main__":  # before the heavy imports: a start on a live run is refused within a second
+    refuse_if_running(LenetSettings)
+
+from data import load_data
 from trainer import build_recipe
 
 from lth.experiment import ImageEntry

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
+from settings import FC_RATE, OUTPUT_RATE
 from torch import nn
 
 from lth.pruning import LayerwisePruning, conv_fc_rates
-
-FC_RATE = 0.2
-OUTPUT_RATE = 0.1  # half the fc rate, as in Frankle & Carbin
 
 
 def lenet_pruning(model: nn.Module, fc_rate: float = FC_RATE, output_rate: float = OUTPUT_RATE) -> LayerwisePruning:

@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from pruning import FC_RATE, OUTPUT_RATE
-
 from lth.errors import UserError
 from lth.settings import (
     OPERATIONAL,
@@ -35,6 +33,8 @@ from lth.settings import (
 )
 
 HERE = Path(__file__).resolve().parent
+FC_RATE = 0.2
+OUTPUT_RATE = 0.1  # half the fc rate, as in Frankle & Carbin
 FIRST_SEED = 42  # the earlier study's trials: seed = 42 + trial
 
 

@@ -3,11 +3,10 @@ normalised once; training batches get a random crop (padding 4) and horizontal f
 
 from __future__ import annotations
 
+from settings import VALIDATION_SIZE
+
 from lth.batches import ShuffledBatches, random_crop_flip
 from lth.datasets import ImageData, load_cifar10, resolve_data_root
-
-VALIDATION_SIZE = 5000
-TRAIN_SIZE = 50_000 - VALIDATION_SIZE
 
 
 def load_data(data_dir: str | None, device: str, seed: int) -> ImageData:
@@ -25,8 +24,3 @@ def training_batches(
         augment=random_crop_flip if augment else None,
         augment_seed=augment_seed,
     )
-
-
-def steps_per_epoch(batch_size: int, train_size: int = TRAIN_SIZE) -> int:
-    """Full batches per epoch (ShuffledBatches drops the last partial one)."""
-    return max(1, train_size // batch_size)

@@ -11,10 +11,16 @@ the weights at iteration k), that dense round is reused instead of being trained
 
 from __future__ import annotations
 
+from settings import DenseSettings, VGGSettings
+
+from lth.families import refuse_if_running
+
+if __name__ == "__main__":  # before the heavy imports: a start on a live run is refused within a second
+    refuse_if_running(VGGSettings)
+
 from pathlib import Path
 
 from data import load_data
-from settings import DenseSettings, VGGSettings
 from trainer import build_recipe
 
 from lth.checked_load import read_json

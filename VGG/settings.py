@@ -10,9 +10,6 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from data import steps_per_epoch
-from pruning import PRUNE_RATE
-
 from lth.arguments import fraction, non_negative_float, non_negative_int, positive_float, positive_int
 from lth.errors import UserError
 from lth.settings import (
@@ -45,6 +42,14 @@ from lth.settings import (
 )
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+VALIDATION_SIZE = 5000
+TRAIN_SIZE = 50_000 - VALIDATION_SIZE
+PRUNE_RATE = 0.2  # of the remaining conv weights per round, ranked together across layers (pruning.py)
+
+
+def steps_per_epoch(batch_size: int, train_size: int = TRAIN_SIZE) -> int:
+    """Full batches per epoch (ShuffledBatches drops the last partial one)."""
+    return max(1, train_size // batch_size)
 
 
 @dataclass

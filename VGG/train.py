@@ -9,8 +9,14 @@ that every rewinding point and control of a seed shares one dense network.
 
 from __future__ import annotations
 
-from data import load_data
 from settings import DenseSettings
+
+from lth.families import refuse_if_running
+
+if __name__ == "__main__":  # before the heavy imports: a start on a live run is refused within a second
+    refuse_if_running(DenseSettings)
+
+from data import load_data
 from trainer import build_recipe
 
 from lth.experiment import ImageEntry

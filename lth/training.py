@@ -80,9 +80,6 @@ def image_evaluator(val_x, val_y, test_x, test_y, batch_size: int = 5000) -> Eva
     return evaluate
 
 
-PRECISIONS = ("auto", "bf16", "fp32")
-
-
 def autocast_for(device: torch.device | str, precision: str = "auto"):
     """The arithmetic of a forward pass. auto: bf16 autocast on CUDA (tensor cores), full precision elsewhere, so
     CPU runs are exact; bf16: bf16 autocast on any device (CPUs with AVX-512 BF16 or AMX run it natively);

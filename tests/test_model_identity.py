@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 from test_bert_support import bert_modules, load_bert_script, make_tiny_model, tiny_glue, tiny_lth_argv  # noqa: F401
 
-from lth.environment import offline_model_path
-from lth.model_identity import identify_model
+from lth.model_identity import identify_model, offline_model_path
 from lth.tickets import load_ticket
 
 MINILM_RUN = "bert-sst2_minilm_sparsity60_rewind-pretrained_subset4000_seed42_he8686f2f"  # committed in BERT/results
