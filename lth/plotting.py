@@ -20,7 +20,7 @@ from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
 
 from lth.atomic import atomic_savefig  # noqa: E402
 from lth.errors import UserError  # noqa: E402
-from lth.results import MEASURED_COLUMNS, RUN_COLUMN, condition_columns  # noqa: E402
+from lth.results import ENGINE_COLUMN, MEASURED_COLUMNS, RUN_COLUMN, condition_columns, engine_of  # noqa: E402
 from lth.settings import BRANCH_SUFFIX, CONTROL_RUN_TYPES, value_label  # noqa: E402
 
 OWN_MASKS = "-own-masks"  # run-type suffix of the earlier study's controls (their own masks), a line of their own
@@ -89,7 +89,7 @@ def load_rounds(results_dir: str | os.PathLike, belongs: RunFilter | None = None
         )
     frames = []
     for folder, frame in runs:
-        frame[RUN_COLUMN] = folder.name
+        frame[RUN_COLUMN], frame[ENGINE_COLUMN] = folder.name, engine_of(folder)
         frames.append(frame)
     frame = controls_apart(pd.concat(frames, ignore_index=True))
     frame.attrs["skipped"] = skipped
@@ -109,7 +109,7 @@ def load_curves(results_dir: str | os.PathLike, belongs: RunFilter | None = None
             if c not in curve.columns and (c not in MEASURED_COLUMNS or c == "weights_remaining_pct")
         ]
         curve = curve.merge(rounds[["round", *tags]], on="round", how="left")
-        curve[RUN_COLUMN] = folder.name
+        curve[RUN_COLUMN], curve[ENGINE_COLUMN] = folder.name, engine_of(folder)
         frames.append(curve)
     if not frames:
         raise UserError(f"no curve.csv found under {results_dir}")

@@ -74,6 +74,10 @@ MEASURED_COLUMNS = frozenset(
 COST_COLUMNS = ("wall_time_s", "energy_kwh", "co2_kg", "carbon_intensity_g_per_kwh")
 SEED_COLUMNS = frozenset({"seed", "trial", "init_seed", "data_order_seed", "transformation_seed"})
 RUN_COLUMN = "run"  # added by the loaders: the run directory's name
+# Added by the loaders: how the run was trained, "alone" or "batched" (with other runs in one stacked step; its
+# batched.json says so). A condition column: batched runs drift from alone ones by rounding (README, "Batched
+# runs"), so figures and summaries never average the two together.
+ENGINE_COLUMN = "engine"
 
 
 def condition_columns(columns) -> list[str]:
@@ -325,6 +329,10 @@ class RunDirectory(RunFiles):
 
     def clear_failure(self) -> None:
         self.failed_file.unlink(missing_ok=True)
+
+
+def engine_of(run_path: str | os.PathLike) -> str:
+    return "batched" if RunFiles(run_path).trained_batched() else "alone"
 
 
 def round_mask_path(run_path: str | os.PathLike, round_index: int) -> Path:

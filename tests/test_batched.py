@@ -82,6 +82,23 @@ def test_batched_runs_match_runs_trained_alone(tmp_path, rounds):
         assert (run.path / "batched.json").exists() and (run.path / "finished").exists()
 
 
+def test_figures_and_summaries_keep_batched_runs_apart_from_the_same_runs_trained_alone(tmp_path):
+    """Batched runs drift from alone ones by rounding: one tree holding both is two conditions, never averaged."""
+    from lth.cli import summary_table
+    from lth.plotting import condition_groups, load_curves, load_rounds
+
+    batched(tmp_path / "tree" / "batched", RUNS[:2], rounds=1)
+    for spec in RUNS[:2]:
+        alone(tmp_path / "tree" / "alone", *spec, rounds=1)
+    rounds = load_rounds(tmp_path / "tree")
+    assert sorted(rounds.groupby("engine")["run"].nunique().items()) == [("alone", 2), ("batched", 2)]
+    assert set(load_curves(tmp_path / "tree")["engine"]) == {"alone", "batched"}
+    groups = condition_groups(rounds)
+    assert len(groups) == 2 and {setting["engine"] for setting, _ in groups} == {"alone", "batched"}
+    table = summary_table(str(tmp_path / "tree"), "test_accuracy_early_stop")
+    assert (table.groupby(["engine", "run_type", "round"])["count"].max() == 1).all(), "one run each, never pooled"
+
+
 def test_per_iteration_losses_agree_over_the_first_50_iterations(tmp_path):
     spec = RUNS[0]
     reference = alone(tmp_path / "alone", *spec, eval_every=1, iterations=50, rounds=0)

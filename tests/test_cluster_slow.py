@@ -79,7 +79,7 @@ def test_sweep_runs_lines_side_by_side_and_a_stop_signal_stops_all_of_them_to_re
 
     lenet_command(tmp_path)  # builds the tiny MNIST data root
     config = tmp_path / "configs.txt"
-    common = f"--iterations 800 --eval_every 400 --rounds 1 --checkpoint_every 0 --quiet --device cpu --data_dir {tmp_path / 'data'} --output_dir {tmp_path / 'runs'}"
+    common = f"--iterations 400 --eval_every 200 --rounds 1 --checkpoint_every 0 --quiet --device cpu --data_dir {tmp_path / 'data'} --output_dir {tmp_path / 'runs'}"
     config.write_text(f"--trial 0 {common}\n--trial 1 {common}\n--trial 2 {common}\n")
     command = [sys.executable, "-m", "lth", "sweep", str(config), "--script", str(REPO / "Lenet-300-100" / "main.py"),
                "--per_device", "2"]  # fmt: skip
