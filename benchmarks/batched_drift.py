@@ -29,8 +29,8 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from lth.masks import Mask  # noqa: E402
 from lth.mask_file import load_mask_file  # noqa: E402
+from lth.masks import Mask  # noqa: E402
 from lth.results import read_csv_rows  # noqa: E402
 from lth.sweep import load_script  # noqa: E402
 
@@ -78,7 +78,9 @@ def last_train_loss(run: Path, round_index: int) -> float:
 
 
 def test_accuracy(run: Path, round_index: int) -> float:
-    return float(next(r for r in read_csv_rows(run / "rounds.csv") if int(r["round"]) == round_index)["test_accuracy_final"])
+    return float(
+        next(r for r in read_csv_rows(run / "rounds.csv") if int(r["round"]) == round_index)["test_accuracy_final"]
+    )
 
 
 def compare(family: str, iterations: int, dropout: float | None, alone: dict, batched: dict) -> tuple[list, list]:
