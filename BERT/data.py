@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 from settings import MAX_LENGTH
 
-from lth.glue import GlueTask, glue_task
 from lth.rewinding import derived_seed
-from lth.text_data import EncodedText, encode, load_glue, seeded_subset
+from lth.text.data import EncodedText, encode, load_glue, seeded_subset
+from lth.text.glue import GlueTask, glue_task
 
 
 @dataclass

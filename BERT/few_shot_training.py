@@ -29,7 +29,7 @@ from lth.experiment import configure_threads, seed_everything
 from lth.families import EntryScript
 from lth.lease import DirectoryLock
 from lth.results import RunDirectory, csv_value, is_finished, read_csv_rows, write_csv
-from lth.text_data import LengthGroupedBatches
+from lth.text.data import LengthGroupedBatches
 from lth.tickets import Ticket, head_replacement_note, load_ticket, load_ticket_into
 from lth.training import RoundSchedule, train_round
 

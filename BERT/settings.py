@@ -9,7 +9,6 @@ from pathlib import Path
 
 from lth.arguments import fraction, non_negative_float, non_negative_int, positive_int
 from lth.errors import UserError
-from lth.glue import GLUE_TASKS
 from lth.model_identity import ModelIdentity, identify_model, model_key
 from lth.settings import (
     BRANCH_SUFFIX,
@@ -31,6 +30,7 @@ from lth.settings import (
     seed_setting,
     setting,
 )
+from lth.text.glue import GLUE_TASKS
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_MODEL = "bert-base-uncased"

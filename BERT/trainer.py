@@ -15,7 +15,7 @@ from torch import nn
 
 from lth.imp import IMPRecipe
 from lth.model_identity import model_key
-from lth.text_data import LengthGroupedBatches, evaluate_text, sequence_logits
+from lth.text.data import LengthGroupedBatches, evaluate_text, sequence_logits
 from lth.training import RoundSchedule
 
 

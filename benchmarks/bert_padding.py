@@ -30,7 +30,7 @@ from pruning import bert_prunable_names  # noqa: E402
 from trainer import bert_step_loss, linear_schedule, make_adamw  # noqa: E402
 
 from lth.masks import Mask  # noqa: E402
-from lth.text_data import LengthGroupedBatches  # noqa: E402
+from lth.text.data import LengthGroupedBatches  # noqa: E402
 from lth.training import RoundSchedule, autocast_for, train_round  # noqa: E402
 
 

@@ -1,4 +1,4 @@
-"""GLUE loading and length-grouped dynamic padding (lth.text_data)."""
+"""GLUE loading and length-grouped dynamic padding (lth.text.data)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from test_bert_support import make_tiny_glue, tiny_glue, tiny_model  # noqa: F401
 
 from lth.errors import UserError
-from lth.text_data import (
+from lth.text.data import (
     EncodedText,
     LengthGroupedBatches,
     TextSplit,

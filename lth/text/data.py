@@ -28,9 +28,9 @@ from torch import nn
 from lth.datasets import resolve_data_root
 from lth.environment import hub_offline
 from lth.errors import UserError
-from lth.glue import GlueTask, glue_task
 from lth.rewinding import derived_seed
 from lth.stopping import check_during_evaluation
+from lth.text.glue import GlueTask, glue_task
 from lth.training import autocast_for
 
 SPLIT_FILES = {"train": "train.tsv", "dev": "dev.tsv"}
