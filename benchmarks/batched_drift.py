@@ -149,7 +149,7 @@ def main() -> None:
         f"{torch.get_num_threads()} thread(s)\n"
     )
     script, _ = FAMILIES[args.family]
-    entry = load_script(script).ENTRY
+    entry = load_script(script)
     for iterations in args.iterations:
         for dropout in args.dropout or [None]:
             label = f"{args.family}_it{iterations}" + ("" if dropout is None else f"_d{dropout:g}")

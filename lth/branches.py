@@ -214,8 +214,9 @@ def state_from_results(run_path: Path, fresh: dict, identity: set[str]) -> dict 
         start -= 1
     if start == 0 or not all(r in done for r in range(start)) or not round_mask_path(run_path, start - 1).exists():
         return None
-    rows = [{k: v for k, v in row.items() if k not in identity} for row in _round_rows(run_path / "rounds.csv")]
-    curve = [{k: v for k, v in point.items() if k not in identity} for point in _round_rows(run_path / "curve.csv")]
+    files = RunFiles(run_path)
+    rows = [{k: v for k, v in row.items() if k not in identity} for row in _round_rows(files.rounds_csv)]
+    curve = [{k: v for k, v in point.items() if k not in identity} for point in _round_rows(files.curve_csv)]
     return {
         **fresh,
         "next_round": start,

@@ -203,7 +203,8 @@ def show_status(results_dir: str | None, config: str | None, script: str) -> Non
         from lth.sweep import check_lines, load_script, read_config
 
         lines = read_config(config)
-        directories = check_lines(load_script(resolve_script(config, script)), Path(config), lines)
+        entry_script = resolve_script(config, script)
+        directories = check_lines(load_script(entry_script), entry_script, Path(config), lines)
         rows = [(f"line {line.number}", d) for line, d in zip(lines, directories, strict=True)]
         positions = {d: i for i, d in enumerate(directories, start=1)}  # an array task runs the line of its index
     elif results_dir:

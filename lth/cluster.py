@@ -493,7 +493,7 @@ class RoundProgress:
 
 
 def round_progress(run_path: Path) -> RoundProgress:
-    path = run_path / "rounds.csv"
+    path = RunFiles(run_path).rounds_csv
     if not path.exists():
         return RoundProgress(0, None, None)
     with open(path, newline="") as handle:

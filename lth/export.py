@@ -33,6 +33,7 @@ from lth.checked_load import load_checkpoint, read_json
 from lth.errors import UserError
 from lth.mask_file import save_mask
 from lth.masks import Mask
+from lth.results import RunFiles, round_mask_path
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 MODEL_FILE = "model.safetensors"
@@ -87,10 +88,14 @@ def read_source(
         return _from_ticket(path, model_name_or_path)
     if not path.is_dir():
         raise UserError(f"export source {path} does not exist (expected a run directory or a BERT ticket file)")
-    if not (path / "settings.json").is_file() or not (path / "state.pt").is_file():
-        raise UserError(f"export source {path} is not a run directory with saved state (settings.json, state.pt)")
-    settings = read_json(path / "settings.json", "settings file")
-    state = load_checkpoint(path / "state.pt", "run state")
+    files = RunFiles(path)
+    if not files.settings_file.is_file() or not files.state_file.is_file():
+        raise UserError(
+            f"export source {path} is not a run directory with saved state "
+            f"({files.settings_file.name}, {files.state_file.name})"
+        )
+    settings = read_json(files.settings_file, "settings file")
+    state = load_checkpoint(files.state_file, "run state")
     rows = state.get("rows") or []
     if not rows or state.get("trained") is None:
         raise UserError(f"export source {path} has no finished round yet")
@@ -114,7 +119,6 @@ def _ticket_of_round(path: Path, settings: dict, state: dict, round_index: int, 
     """The winning ticket of a round: the run's mask of that round on the weights at its rewind point (a control's
     rounds start from weights of their own, so only a winning ticket's rounds are tickets)."""
     from lth.mask_file import load_mask
-    from lth.results import round_mask_path
 
     if settings.get("run_type", "winning_ticket") != "winning_ticket":
         raise UserError(f"--weights ticket: {path} is a {settings['run_type']} control, not a winning ticket")

@@ -22,11 +22,11 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 
 from tqdm.auto import tqdm
 
 from lth.errors import UserError
+from lth.families import EntryScript
 from lth.results import is_finished
 from lth.stopping import EXIT_RESUME_LATER, STOP_SIGNALS
 
@@ -47,16 +47,16 @@ class ConfigLine:
 
 
 def batch_units(
-    module: ModuleType, folder: Path, lines: list[ConfigLine], directories: list[Path], max_batch: int | None = None
+    entry: EntryScript, script: Path, lines: list[ConfigLine], directories: list[Path], max_batch: int | None = None
 ):
     """Lines that differ only in seed, trial, run type or IMP mode, grouped: each group (split into batches of at
     most `max_batch` lines, in config order, where given) is one unit of work."""
     from lth.experiment import batch_key  # torch, only where runs are batched
 
-    entry = image_entry(module, f"--batch: {Path(module.__file__).name}", "use --per_device N instead")
+    entry = image_entry(entry, f"--batch: {script.name}", "use --per_device N instead")
     groups: dict[str, list[tuple[ConfigLine, Path]]] = {}
     previous = os.getcwd()
-    os.chdir(folder)
+    os.chdir(script.parent)
     try:
         for line, directory in zip(lines, directories, strict=True):
             groups.setdefault(batch_key(entry.parse_args(line.argv)), []).append((line, directory))
@@ -115,7 +115,9 @@ def script_folder_on_path(folder: Path):
 _script_folder_on_path = script_folder_on_path  # the earlier name, which benchmarks/ scripts import
 
 
-def load_script(script: str | os.PathLike) -> ModuleType:
+def load_script(script: str | os.PathLike) -> EntryScript:
+    """The `ENTRY` an entry script declares (an lth.families.EntryScript: its settings, and for an image family's
+    IMP script its data, recipe and hooks), loaded with the script's folder first on the path."""
     script = Path(script).resolve()
     if not script.is_file():
         raise UserError(f"entry script {script} does not exist")
@@ -126,36 +128,35 @@ def load_script(script: str | os.PathLike) -> ModuleType:
         module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
         spec.loader.exec_module(module)
-    for needed in ("parse_args", "run_directory", "main"):
-        if not hasattr(module, needed):
-            raise UserError(f"entry script {script} does not define {needed}(); it cannot be swept")
-    return module
+    entry = vars(module).get("ENTRY")
+    if not isinstance(entry, EntryScript):
+        raise UserError(f"entry script {script} declares no ENTRY (an lth.families.EntryScript); it cannot be swept")
+    return entry
 
 
-def image_entry(module: ModuleType, what: str, otherwise: str):
-    """The `ENTRY` an image family's IMP entry script declares (lth.experiment.ImageEntry); `what` and
-    `otherwise` word the refusal of another script."""
+def image_entry(entry: EntryScript, what: str, otherwise: str):
+    """`entry` as an image family's IMP entry script (lth.experiment.ImageEntry); `what` and `otherwise` word
+    the refusal of another script."""
     from lth.experiment import ImageEntry
 
-    entry = getattr(module, "ENTRY", None)
     if not isinstance(entry, ImageEntry):
         raise UserError(f"{what} is not an image family's IMP entry script; {otherwise}")
     return entry
 
 
-def check_lines(script_module: ModuleType, config: Path, lines: list[ConfigLine]) -> list[Path]:
+def check_lines(entry: EntryScript, script: Path, config: Path, lines: list[ConfigLine]) -> list[Path]:
     """Parse every line with the script's parser; returns each run's directory."""
     directories = []
-    folder = Path(script_module.__file__).parent
+    folder = Path(script).resolve().parent
     previous = os.getcwd()
     os.chdir(folder)  # lines are run from the script's folder, so relative paths resolve there
     try:
         for line in lines:
             try:
-                args = script_module.parse_args(line.argv)
+                args = entry.parse_args(line.argv)
             except UserError as error:
                 raise UserError(f"{config} line {line.number}: {error}") from None
-            directories.append((folder / script_module.run_directory(args)).resolve())
+            directories.append((folder / entry.run_directory(args)).resolve())
     finally:
         os.chdir(previous)
     first: dict[Path, int] = {}
@@ -423,11 +424,11 @@ def sweep(
 
     config, script = Path(config), Path(script)
     lines = read_config(config)
-    module = load_script(script)
-    directories = check_lines(module, config, lines)
+    entry = load_script(script)
+    directories = check_lines(entry, script, config, lines)
     todo = list(zip(lines, directories, strict=True))
     if batch:
-        todo = batch_units(module, script.resolve().parent, lines, directories, max_batch)
+        todo = batch_units(entry, script.resolve(), lines, directories, max_batch)
         print(
             f"{len(lines)} lines in {len(todo)} batch(es); on a CPU batching is slower than one run after another "
             "(benchmarks/batched.py): it pays on a GPU",
