@@ -432,3 +432,42 @@ def test_lenet_replicates_are_bitwise_the_same_in_batches_of_one_two_and_three_a
         path = run_path(name, "killed")
         assert not (path / "failed").exists() and (path / "finished").exists()
         assert _run_fingerprint(path) == reference[name], f"{name} after the kill"
+
+
+@pytest.mark.slow
+def test_lenet_batched_and_alone_agree_over_seeds_though_not_to_the_digit(tmp_path):
+    """What holds between the engines (README, "How faithful"): LeNet-300-100 on real MNIST images, 5 seeds, two
+    rounds of 300 iterations, each seed alone and all five in one batch. The seeds' mean test accuracy agrees within
+    their spread in both rounds, no seed moves by more than 2 points, and most seeds prune the same mask."""
+    import statistics
+
+    from conftest import family_module, require_data, tiny_mnist
+
+    from lth.mask_file import load_mask_file
+
+    tiny_mnist(tmp_path / "data", require_data("MNIST/raw"))
+    entry = family_module("Lenet-300-100", "main").ENTRY
+    argv = ["--iterations", "300", "--eval_every", "300", "--rounds", "1", "--checkpoint_every", "0", "--quiet",
+            "--device", "cpu", "--data_dir", str(tmp_path / "data")]  # fmt: skip
+    seeds = [1, 2, 3, 4, 5]
+    alone_runs = [entry.run_one([*argv, "--output_dir", str(tmp_path / "alone"), "--seed", str(s)]) for s in seeds]
+    batched_runs = entry.run_lines(
+        [[*argv, "--output_dir", str(tmp_path / "batched"), "--seed", str(s)] for s in seeds]
+    )
+
+    def accuracy(run, round_index):
+        return float(read_csv_rows(run / "rounds.csv")[round_index]["test_accuracy_final"])
+
+    for round_index in (0, 1):
+        a = [accuracy(run, round_index) for run in alone_runs]
+        b = [accuracy(run, round_index) for run in batched_runs]
+        spread = statistics.stdev(a + b)
+        assert abs(statistics.mean(a) - statistics.mean(b)) < spread, (round_index, a, b)
+        assert max(abs(x - y) for x, y in zip(a, b, strict=True)) <= 2.0, (round_index, a, b)
+    same = [
+        load_mask_file(x / "masks" / "round_01.safetensors")[0].equals(
+            load_mask_file(y / "masks" / "round_01.safetensors")[0]
+        )
+        for x, y in zip(alone_runs, batched_runs, strict=True)
+    ]
+    assert sum(same) >= 3, same
