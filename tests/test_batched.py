@@ -316,7 +316,8 @@ def test_batchnorm_replicates_keep_their_own_statistics_and_match_vgg_alone(tmp_
 
     random_cifar(tmp_path / "data")
     main = family_module("VGG", "main")
-    common = ["--width", "0.0625", "--train_iterations", "8", "--eval_every", "4", "--rounds", "1", "--dense_dir",
+    # Evaluated at each round's start and end only: evaluating VGG's 5,000 validation images is most of the time.
+    common = ["--width", "0.0625", "--train_iterations", "8", "--eval_every", "8", "--rounds", "1", "--dense_dir",
               "none", "--batch_size", "16", "--quiet", "--device", "cpu", "--data_dir", str(tmp_path / "data")]  # fmt: skip
     main.main([*common, "--seed", "0", "1", "--output_dir", str(tmp_path / "batched"), "--batch"])
     for seed in ("0", "1"):

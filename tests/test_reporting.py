@@ -54,7 +54,8 @@ def test_energy_per_round_sums_over_resumed_pieces_and_provenance_records_each_p
 
 def test_energy_can_be_turned_off(tmp_path, monkeypatch):
     monkeypatch.setenv("LTH_ENERGY", "on")
-    run_once(lenet_command(tmp_path, "--no-energy")(tmp_path / "runs"))
+    short = ("--iterations", "200", "--eval_every", "100")  # no stop to time: a short round is enough
+    run_once(lenet_command(tmp_path, "--no-energy", *short)(tmp_path / "runs"))
     (run_dir,) = {p.parent for p in (tmp_path / "runs").rglob("rounds.csv")}
     assert {r["energy_method"] for r in rows(run_dir)} == {"off"}
     assert {r["energy_kwh"] for r in rows(run_dir)} == {""}
@@ -63,7 +64,8 @@ def test_energy_can_be_turned_off(tmp_path, monkeypatch):
 def test_tensorboard_tracker_logs_curve_and_rounds(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    run_once(lenet_command(tmp_path, "--report_to", "tensorboard")(tmp_path / "runs"))
+    short = ("--iterations", "200", "--eval_every", "100")  # three evaluations a round
+    run_once(lenet_command(tmp_path, "--report_to", "tensorboard", *short)(tmp_path / "runs"))
     (run_dir,) = {p.parent for p in (tmp_path / "runs").rglob("rounds.csv")}
     events = EventAccumulator(str(run_dir / "tensorboard"))
     events.Reload()
