@@ -132,6 +132,37 @@ def write(path: Path, rows: list[dict], columns: list[str]) -> None:
         writer.writerows({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()} for row in rows)
 
 
+def markdown_table(out: Path) -> str:
+    """The README's table: per setting, the masks that differ and both paths' test accuracy over the seeds."""
+    drift = read_csv_rows(out / "drift.csv")
+    agreement = read_csv_rows(out / "agreement.csv")
+    lines = [
+        "| model | iterations a round | dropout | seeds | round-1 masks identical | round-1 mask weights differing "
+        "(of those kept) | test accuracy round 0, alone / batched | round 1 | Welch t (round 0, 1) |",
+        "| --- | ---: | ---: | ---: | ---: | --- | --- | --- | --- |",
+    ]
+    key = ("family", "iterations", "dropout")
+    for r0 in (row for row in agreement if row["round"] == "0"):
+        r1 = next(row for row in agreement if row["round"] == "1" and all(row[k] == r0[k] for k in key))
+        differing = [int(row["mask_weights_differing"]) for row in drift if all(row[k] == r0[k] for k in key)]
+        kept = next(row["mask_weights_kept"] for row in drift if all(row[k] == r0[k] for k in key))
+        spread = f"{min(differing):,}-{max(differing):,}" if min(differing) != max(differing) else f"{differing[0]:,}"
+
+        def acc(row):
+            return (
+                f"{float(row['alone_mean']):.2f} ± {float(row['alone_std']):.2f} / "
+                f"{float(row['batched_mean']):.2f} ± {float(row['batched_std']):.2f}"
+            )
+
+        lines.append(
+            f"| {'LeNet-300-100' if r0['family'] == 'lenet' else 'Conv-2'} | {int(r0['iterations']):,} | "
+            f"{r0['dropout'] or '-'} | {r0['seeds']} | {r0['masks_identical_seeds']}/{r0['seeds']} | "
+            f"{spread} (of {int(kept):,}) | {acc(r0)} | {acc(r1)} | "
+            f"{float(r0['welch_t']):.2f}, {float(r1['welch_t']):.2f} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--family", choices=FAMILIES, default="lenet")
@@ -140,7 +171,13 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     parser.add_argument("--data_dir", default=None)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "batched-drift")
+    parser.add_argument(
+        "--table", action="store_true", help="print the markdown table of what --out holds; train nothing"
+    )
     args = parser.parse_args()
+    if args.table:
+        print(markdown_table(args.out))
+        return
     if args.dropout is not None and args.family != "conv2":
         parser.error("--dropout: only Conv-2 has dropout")
     args.out.mkdir(parents=True, exist_ok=True)
