@@ -190,9 +190,16 @@ def main() -> None:
     for iterations in args.iterations:
         for dropout in args.dropout or [None]:
             label = f"{args.family}_it{iterations}" + ("" if dropout is None else f"_d{dropout:g}")
-            argv = flags(args.family, iterations, dropout, args.out / "runs" / label, args.data_dir)
-            alone = trained(entry, [*argv[:-1], f"{argv[-1]}/alone"], args.seeds, batched=False)
-            batched = trained(entry, [*argv[:-1], f"{argv[-1]}/batched"], args.seeds, batched=True)
+            runs = args.out / "runs" / label
+            alone = trained(
+                entry, flags(args.family, iterations, dropout, runs / "alone", args.data_dir), args.seeds, batched=False
+            )
+            batched = trained(
+                entry,
+                flags(args.family, iterations, dropout, runs / "batched", args.data_dir),
+                args.seeds,
+                batched=True,
+            )
             rows, agreement = compare(args.family, iterations, dropout, alone, batched)
             write(args.out / "drift.csv", rows, DRIFT_COLUMNS)
             write(args.out / "agreement.csv", agreement, AGREEMENT_COLUMNS)

@@ -75,8 +75,8 @@ COST_COLUMNS = ("wall_time_s", "energy_kwh", "co2_kg", "carbon_intensity_g_per_k
 SEED_COLUMNS = frozenset({"seed", "trial", "init_seed", "data_order_seed", "transformation_seed"})
 RUN_COLUMN = "run"  # added by the loaders: the run directory's name
 # Added by the loaders: how the run was trained, "alone" or "batched" (with other runs in one stacked step; its
-# batched.json says so). A condition column: batched runs drift from alone ones by rounding (README, "Batched
-# runs"), so figures and summaries never average the two together.
+# batched.json says so). A condition column: batched runs drift from alone ones by rounding (README, "How
+# faithful, and when it pays"), so figures and summaries never average the two together.
 ENGINE_COLUMN = "engine"
 
 
