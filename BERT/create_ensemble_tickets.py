@@ -11,9 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from model import classifier_factory, resolve_model
-from settings import KEEP_POOLER_LABEL
 
+from lth.families import family_package
+
+__package__ = __package__ or family_package(__file__)  # run as a script: its folder is its family's package
 from lth.arguments import ArgumentParser
 from lth.atomic import atomic_write_json
 from lth.checked_load import read_json
@@ -22,6 +23,9 @@ from lth.model_identity import identify_model
 from lth.results import write_csv
 from lth.settings import TICKET_SUFFIX
 from lth.tickets import Ticket, load_ticket, make_ticket, save_ticket
+
+from .model import classifier_factory, resolve_model
+from .settings import KEEP_POOLER_LABEL
 
 HERE = Path(__file__).resolve().parent
 LAYER_COLUMNS = ["layer", "weights", "sparsity_a_pct", "sparsity_b_pct", "sparsity_result_pct", "jaccard"]

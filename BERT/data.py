@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from settings import MAX_LENGTH
-
 from lth.rewinding import derived_seed
 from lth.text.data import EncodedText, encode, load_glue, seeded_subset
 from lth.text.glue import GlueTask, glue_task
+
+from .settings import MAX_LENGTH
 
 
 @dataclass

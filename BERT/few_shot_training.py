@@ -7,9 +7,10 @@ enforced), scored on the full target dev set; one row per run appended to a tran
 
 from __future__ import annotations
 
-from settings import FewShotSettings
+from lth.families import family_package, refuse_if_running
 
-from lth.families import refuse_if_running
+__package__ = __package__ or family_package(__file__)  # run as a script: its folder is its family's package
+from .settings import FewShotSettings
 
 if __name__ == "__main__":  # before the heavy imports: a start on a live run is refused within a second
     refuse_if_running(FewShotSettings)
@@ -18,9 +19,6 @@ import time
 from pathlib import Path
 
 import torch
-from data import load_task_data
-from model import classifier_factory, head_parameter_names, load_tokenizer, resolve_model
-from trainer import bert_step_loss, linear_schedule, make_adamw, text_evaluator
 
 from lth.arguments import resolve_device
 from lth.atomic import atomic_write_json
@@ -32,6 +30,10 @@ from lth.results import RunDirectory, csv_value, is_finished, read_csv_rows, wri
 from lth.text.data import LengthGroupedBatches
 from lth.tickets import Ticket, head_replacement_note, load_ticket, load_ticket_into
 from lth.training import RoundSchedule, train_round
+
+from .data import load_task_data
+from .model import classifier_factory, head_parameter_names, load_tokenizer, resolve_model
+from .trainer import bert_step_loss, linear_schedule, make_adamw, text_evaluator
 
 HERE = Path(__file__).resolve().parent
 TRANSFER_CSV = "transfer.csv"

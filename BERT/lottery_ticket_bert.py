@@ -13,19 +13,15 @@ dense round 0 and train one round, at their own --sparsity, taken from the ticke
 
 from __future__ import annotations
 
-from settings import LotterySettings
+from lth.families import family_package, refuse_if_running
 
-from lth.families import refuse_if_running
+__package__ = __package__ or family_package(__file__)  # run as a script: its folder is its family's package
+from .settings import LotterySettings
 
 if __name__ == "__main__":  # before the heavy imports: a start on a live run is refused within a second
     refuse_if_running(LotterySettings)
 
 from pathlib import Path
-
-from data import load_task_data
-from model import classifier_factory, load_tokenizer, resolve_model
-from pruning import bert_prunable_names, rounds_needed
-from trainer import build_recipe, rewind_iteration
 
 from lth.arguments import resolve_device
 from lth.errors import UserError, user_facing
@@ -35,6 +31,11 @@ from lth.imp import IMPSettings, run_imp
 from lth.masks import Mask
 from lth.results import RunDirectory, RunFiles, is_finished
 from lth.tickets import load_ticket, make_ticket, save_ticket
+
+from .data import load_task_data
+from .model import classifier_factory, load_tokenizer, resolve_model
+from .pruning import bert_prunable_names, rounds_needed
+from .trainer import build_recipe, rewind_iteration
 
 ENTRY = EntryScript(LotterySettings)
 parse_args, run_directory = ENTRY.parse_args, ENTRY.run_directory

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from settings import DEFAULT_MODEL
 from torch import nn
 
 from lth.environment import hub_offline
 from lth.errors import UserError
 from lth.model_identity import OFFLINE_MODEL_ALIAS, offline_model_path
 from lth.model_identity import resolve_model_path as resolve_model
+
+from .settings import DEFAULT_MODEL
 
 NUM_LABELS = 2  # SST-2 and QQP are both binary
 __all__ = ["DEFAULT_MODEL", "NUM_LABELS", "OFFLINE_MODEL_ALIAS", "offline_model_path", "resolve_model"]

@@ -13,8 +13,10 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from settings import KEEP_POOLER_LABEL, FewShotSettings
 
+from lth.families import family_package
+
+__package__ = __package__ or family_package(__file__)  # run as a script: its folder is its family's package
 from lth.arguments import ArgumentParser
 from lth.errors import UserError, user_facing
 from lth.masks import Mask
@@ -35,6 +37,8 @@ from lth.plotting import (
 from lth.results import condition_columns
 from lth.settings import IDENTITY
 from lth.tickets import Ticket, load_ticket
+
+from .settings import KEEP_POOLER_LABEL, FewShotSettings
 
 HERE = Path(__file__).resolve().parent
 # BERT's runs: rounds.csv names a GLUE task (the image families' runs have no task column).

@@ -8,12 +8,13 @@ import math
 from dataclasses import dataclass
 
 import torch
-from settings import PRUNE_RATE
 from torch import nn
 
 from lth.masks import Mask
 from lth.pruning import keep_top_global, round_half_up
 from lth.tickets import prunable_bert_names
+
+from .settings import PRUNE_RATE
 
 
 def bert_prunable_names(model: nn.Module, include_pooler: bool = True) -> list[str]:

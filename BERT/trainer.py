@@ -7,16 +7,17 @@ import math
 
 import torch
 import torch.nn.functional as F
-from data import TaskData
-from model import reinitialized_factory
-from pruning import ChenPruning, bert_prunable_names
-from settings import WARMUP_FRACTION, WEIGHT_DECAY
 from torch import nn
 
 from lth.imp import IMPRecipe
 from lth.model_identity import model_key
 from lth.text.data import LengthGroupedBatches, evaluate_text, sequence_logits
 from lth.training import RoundSchedule
+
+from .data import TaskData
+from .model import reinitialized_factory
+from .pruning import ChenPruning, bert_prunable_names
+from .settings import WARMUP_FRACTION, WEIGHT_DECAY
 
 
 def bert_step_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -3,10 +3,10 @@ normalised once and kept on the device; optional random crop + flip of whole bat
 
 from __future__ import annotations
 
-from settings import VALIDATION_SIZE
-
 from lth.batches import random_crop_flip
 from lth.datasets import ImageData, load_cifar10, resolve_data_root
+
+from .settings import VALIDATION_SIZE
 
 
 def load_data(data_dir: str | None, device: str, seed: int) -> ImageData:

@@ -7,18 +7,19 @@ python main.py --plot                            # figures from every run under 
 
 from __future__ import annotations
 
-from settings import ConvSettings
+from lth.families import family_package, refuse_if_running
 
-from lth.families import refuse_if_running
+__package__ = __package__ or family_package(__file__)  # run as a script: its folder is its family's package
+from .settings import ConvSettings
 
 if __name__ == "__main__":  # before the heavy imports: a start on a live run is refused within a second
     refuse_if_running(ConvSettings, unless=lambda settings: settings.plot)
 
-from data import load_data
-from plotter import plot_results
-from trainer import build_recipe
-
 from lth.experiment import ImageEntry
+
+from .data import load_data
+from .plotter import plot_results
+from .trainer import build_recipe
 
 
 def plot_instead(settings: ConvSettings) -> bool:

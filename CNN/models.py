@@ -8,10 +8,11 @@ layer. Gaussian Glorot initialisation, zero biases, no BatchNorm.
 from __future__ import annotations
 
 import torch
-from settings import ARCHS
 from torch import nn
 
 from lth.errors import UserError
+
+from .settings import ARCHS
 
 # Channels of each conv pair; Conv-2 has the first pair, Conv-4 two pairs, Conv-6 all three.
 CONV_PAIRS = (64, 128, 256)

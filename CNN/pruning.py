@@ -4,10 +4,11 @@ output layer half the fc rate."""
 
 from __future__ import annotations
 
-from settings import FC_RATE, default_output_rate
 from torch import nn
 
 from lth.pruning import LayerwisePruning, conv_fc_rates
+
+from .settings import FC_RATE, default_output_rate
 
 
 def cnn_pruning(

@@ -6,16 +6,17 @@ from __future__ import annotations
 from functools import partial
 
 import torch
-from data import augmentation
-from models import build_model
-from pruning import cnn_pruning
-from settings import ConvSettings
 
 from lth.batches import ShuffledBatches
 from lth.datasets import ImageData
 from lth.experiment import batch_seeds
 from lth.imp import IMPRecipe
 from lth.training import RoundSchedule, image_evaluator
+
+from .data import augmentation
+from .models import build_model
+from .pruning import cnn_pruning
+from .settings import ConvSettings
 
 # Evaluation batch: large batches feed a GPU; on a CPU the activations of 1,000 images fall out of cache
 # and batches of about 100 evaluate about 25% faster (measured, Conv-2, 2-core EPYC).

@@ -6,7 +6,10 @@ python plot_results.py --results_dir results/iterative-5k --mode iterative
 
 from __future__ import annotations
 
-from plotter import main
+from lth.families import family_package
+
+__package__ = __package__ or family_package(__file__)  # run as a script: its folder is its family's package
+from .plotter import main
 
 if __name__ == "__main__":
     main()

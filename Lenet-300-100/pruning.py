@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from settings import FC_RATE, OUTPUT_RATE
 from torch import nn
 
 from lth.pruning import LayerwisePruning, conv_fc_rates
+
+from .settings import FC_RATE, OUTPUT_RATE
 
 
 def lenet_pruning(model: nn.Module, fc_rate: float = FC_RATE, output_rate: float = OUTPUT_RATE) -> LayerwisePruning:

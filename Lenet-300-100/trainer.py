@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import torch
-from models import LeNet300100
-from pruning import lenet_pruning
-from settings import LenetSettings
 
 from lth.batches import ShuffledBatches
 from lth.datasets import ImageData
 from lth.experiment import batch_seeds
 from lth.imp import IMPRecipe
 from lth.training import RoundSchedule, image_evaluator
+
+from .models import LeNet300100
+from .pruning import lenet_pruning
+from .settings import LenetSettings
 
 
 def build_recipe(settings: LenetSettings, data: ImageData, device: str) -> IMPRecipe:

@@ -11,23 +11,24 @@ the weights at iteration k), that dense round is reused instead of being trained
 
 from __future__ import annotations
 
-from settings import DenseSettings, VGGSettings
+from lth.families import family_package, refuse_if_running
 
-from lth.families import refuse_if_running
+__package__ = __package__ or family_package(__file__)  # run as a script: its folder is its family's package
+from .settings import DenseSettings, VGGSettings
 
 if __name__ == "__main__":  # before the heavy imports: a start on a live run is refused within a second
     refuse_if_running(VGGSettings)
 
 from pathlib import Path
 
-from data import load_data
-from trainer import build_recipe
-
 from lth.checked_load import read_json
 from lth.errors import UserError
 from lth.experiment import ImageEntry
 from lth.imp import IMPSettings, start_from_dense
 from lth.results import RunFiles
+
+from .data import load_data
+from .trainer import build_recipe
 
 
 def dense_round_source(args: VGGSettings, settings: IMPSettings):

@@ -18,8 +18,10 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
-from settings import RESULTS_DIR
 
+from lth.families import family_package
+
+__package__ = __package__ or family_package(__file__)  # run as a script: its folder is its family's package
 from lth.arguments import ArgumentParser
 from lth.errors import UserError, user_facing
 from lth.plotting import (
@@ -41,6 +43,8 @@ from lth.plotting import (
     varying,
 )
 from lth.settings import value_label
+
+from .settings import RESULTS_DIR
 
 METRICS = {"final": "test_accuracy_final", "early_stop": "test_accuracy_early_stop"}
 METRIC_LABELS = {"final": "test accuracy at the end of training (%)", "early_stop": "test accuracy at early stop (%)"}

@@ -6,11 +6,12 @@ biases and the final linear layer are never pruned: they are not in the mask at 
 
 from __future__ import annotations
 
-from models import conv_weight_names
-from settings import PRUNE_RATE
 from torch import nn
 
 from lth.pruning import GlobalPruning
+
+from .models import conv_weight_names
+from .settings import PRUNE_RATE
 
 
 def vgg_pruning(model: nn.Module, rate: float = PRUNE_RATE) -> GlobalPruning:

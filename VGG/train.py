@@ -9,17 +9,18 @@ that every rewinding point and control of a seed shares one dense network.
 
 from __future__ import annotations
 
-from settings import DenseSettings
+from lth.families import family_package, refuse_if_running
 
-from lth.families import refuse_if_running
+__package__ = __package__ or family_package(__file__)  # run as a script: its folder is its family's package
+from .settings import DenseSettings
 
 if __name__ == "__main__":  # before the heavy imports: a start on a live run is refused within a second
     refuse_if_running(DenseSettings)
 
-from data import load_data
-from trainer import build_recipe
-
 from lth.experiment import ImageEntry
+
+from .data import load_data
+from .trainer import build_recipe
 
 ENTRY = ImageEntry(
     DenseSettings,

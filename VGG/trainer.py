@@ -10,14 +10,15 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from data import ImageData, training_batches
-from models import ARCH, conv_weight_names, vgg19
-from pruning import PRUNE_RATE, vgg_pruning
-from settings import TrainingSettings
 
 from lth.experiment import batch_seeds
 from lth.imp import IMPRecipe
 from lth.training import RoundSchedule, image_evaluator
+
+from .data import ImageData, training_batches
+from .models import ARCH, conv_weight_names, vgg19
+from .pruning import PRUNE_RATE, vgg_pruning
+from .settings import TrainingSettings
 
 
 def lr_schedule(

@@ -32,10 +32,10 @@ from lth.api import StudySettings  # noqa: E402
 from lth.batched import Replicate, run_imp_batched  # noqa: E402
 from lth.batches import ShuffledBatches  # noqa: E402
 from lth.datasets import ImageData, load_cifar10, load_mnist, random_images, resolve_data_root  # noqa: E402
+from lth.families import family_module  # noqa: E402
 from lth.imp import IMPRecipe, IMPSettings, run_imp  # noqa: E402
 from lth.pruning import LayerwisePruning, conv_fc_rates  # noqa: E402
 from lth.results import RunDirectory  # noqa: E402
-from lth.sweep import _script_folder_on_path  # noqa: E402
 from lth.training import RoundSchedule, autocast_for, image_evaluator  # noqa: E402
 
 RUN_TYPES = ("winning_ticket", "random_reinit")
@@ -46,11 +46,8 @@ PROTOCOLS = {"lenet": (20, 21, 50_000, 300.0), "conv2": (10, 21, 20_000, 1800.0)
 
 def model_factory(name: str):
     if name == "lenet":
-        with _script_folder_on_path(REPO / "Lenet-300-100"):
-            from models import LeNet300100
-        return LeNet300100
-    with _script_folder_on_path(REPO / "CNN"):
-        from models import build_model
+        return family_module(REPO / "Lenet-300-100", "models").LeNet300100
+    build_model = family_module(REPO / "CNN", "models").build_model
     return lambda: build_model("Conv-2", 0.0)
 
 

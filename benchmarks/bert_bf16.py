@@ -24,12 +24,15 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "BERT"))
-
+sys.path.insert(0, str(REPO))  # lth, where the repository is not installed
 from bert_padding import toolkit  # noqa: E402  (the same timed training step as the padding benchmark)
-from data import load_task_data  # noqa: E402
-from model import classifier_factory, load_tokenizer  # noqa: E402
-from trainer import text_evaluator  # noqa: E402
+
+from lth.families import family_module  # noqa: E402
+
+load_task_data = family_module(REPO / "BERT", "data").load_task_data
+classifier_factory = family_module(REPO / "BERT", "model").classifier_factory
+load_tokenizer = family_module(REPO / "BERT", "model").load_tokenizer
+text_evaluator = family_module(REPO / "BERT", "trainer").text_evaluator
 
 
 def fine_tune(data, factory, precision: str, steps: int, lr: float, seed: int, evaluate=None) -> tuple[float, dict]:

@@ -22,16 +22,19 @@ import torch
 import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "BERT"))
-
-from data import load_task_data  # noqa: E402
-from model import classifier_factory, load_tokenizer  # noqa: E402
-from pruning import bert_prunable_names  # noqa: E402
-from trainer import bert_step_loss, linear_schedule, make_adamw  # noqa: E402
-
+sys.path.insert(0, str(REPO))  # lth, where the repository is not installed
+from lth.families import family_module  # noqa: E402
 from lth.masks import Mask  # noqa: E402
 from lth.text.data import LengthGroupedBatches  # noqa: E402
 from lth.training import RoundSchedule, autocast_for, train_round  # noqa: E402
+
+load_task_data = family_module(REPO / "BERT", "data").load_task_data
+classifier_factory = family_module(REPO / "BERT", "model").classifier_factory
+load_tokenizer = family_module(REPO / "BERT", "model").load_tokenizer
+bert_prunable_names = family_module(REPO / "BERT", "pruning").bert_prunable_names
+bert_step_loss = family_module(REPO / "BERT", "trainer").bert_step_loss
+linear_schedule = family_module(REPO / "BERT", "trainer").linear_schedule
+make_adamw = family_module(REPO / "BERT", "trainer").make_adamw
 
 
 def baseline(model, data, steps: int, batch_size: int, lr: float, seed: int, device: str) -> float:

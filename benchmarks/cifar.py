@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import importlib
 import os
 import platform
 import sys
@@ -38,12 +37,12 @@ from torchvision import transforms
 from lth.arguments import resolve_device
 from lth.batches import ShuffledBatches, random_crop_flip
 from lth.datasets import CIFAR10_MEAN, CIFAR10_STD, _read_cifar_batch, load_cifar10, resolve_data_root, split_validation
+from lth.families import family_module
 from lth.imp import IMPSettings, run_imp
 from lth.masks import Mask
 from lth.pruning import magnitude_scores
 from lth.results import RunDirectory
 from lth.rewinding import rewind
-from lth.sweep import _script_folder_on_path
 
 REPO = Path(__file__).resolve().parents[1]
 SEED = 1
@@ -139,8 +138,7 @@ def time_data_path(raw, data, device: str, epochs: int, workers: int) -> tuple[f
 
 # --- (b) one Conv-2 IMP round ----------------------------------------------------------------
 def load_cnn():
-    with _script_folder_on_path(REPO / "CNN"):
-        return importlib.import_module("main"), importlib.import_module("trainer"), importlib.import_module("models")
+    return tuple(family_module(REPO / "CNN", name) for name in ("main", "trainer", "models"))
 
 
 def cnn_args(main, iterations: int, output_dir: str):

@@ -28,16 +28,16 @@ import torch
 import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "Lenet-300-100"))
-
-from models import LeNet300100  # noqa: E402
-from settings import LenetSettings  # noqa: E402
-from trainer import build_recipe  # noqa: E402
-
+sys.path.insert(0, str(REPO))  # lth, where the repository is not installed
 from lth.datasets import load_mnist, resolve_data_root  # noqa: E402
+from lth.families import family_module  # noqa: E402
 from lth.imp import IMPSettings, run_imp  # noqa: E402
 from lth.results import RunDirectory  # noqa: E402
 from lth.training import evaluate_classifier  # noqa: E402
+
+LeNet300100 = family_module(REPO / "Lenet-300-100", "models").LeNet300100
+LenetSettings = family_module(REPO / "Lenet-300-100", "settings").LenetSettings
+build_recipe = family_module(REPO / "Lenet-300-100", "trainer").build_recipe
 
 BATCH, LR, EVAL_EVERY = 60, 1.2e-3, 100
 

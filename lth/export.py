@@ -228,14 +228,10 @@ def _from_ticket(path: Path, model_name_or_path: str | None) -> Export:
 
 def build_image_model(arch: str, arguments: list) -> nn.Module:
     """An image family's model, built by its own models.py (never by code read from a file)."""
-    import importlib.util
+    from lth.families import family_module
 
     folder, function, _ = IMAGE_MODELS[arch]
-    path = REPOSITORY / folder / "models.py"  # imports only torch and lth: loads alone, under a name of its own
-    spec = importlib.util.spec_from_file_location(f"lth_export_{folder.replace('-', '_')}_models", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return getattr(module, function)(*arguments)
+    return getattr(family_module(REPOSITORY / folder, "models"), function)(*arguments)
 
 
 def build_expression(arch: str, arguments: list) -> str:
@@ -252,8 +248,8 @@ def _from_image_run(path, settings, state, mask, last, accuracy, arch) -> Export
     mask.apply(model)
     expression = build_expression(arch, arguments)
     line = (
-        f"import sys; sys.path.insert(0, '{folder}'); from models import {function}; "
-        f"from safetensors.torch import load_file; model = {expression}; "
+        f"from lth.families import family_module; from safetensors.torch import load_file; "
+        f"{function} = family_module('{folder}', 'models').{function}; model = {expression}; "
         f"model.load_state_dict(load_file('FOLDER/{MODEL_FILE}'))"
     )
     return Export(

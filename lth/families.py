@@ -2,14 +2,20 @@
 
 A family is a top-level folder holding `settings.py` (its settings dataclasses), `data.py`, `models.py`
 (or `model.py`), `pruning.py`, `trainer.py`, `plotter.py`, entry scripts, config files, `run_experiments.sh`,
-`requirements.txt` and `results/`. Registering it here is all the `lth` commands need: `lth sweep` runs any
-entry script's config lines (each folder's modules are isolated by name), `lth status` and `lth summarize` read
+`requirements.txt` and `results/`. A family folder is a package of its own (`family_package`): its modules import
+each other relatively (`from .settings import ...`), so two families' `settings.py` never meet, and an entry
+script run as `python main.py` makes its folder that package first. Registering it here is all the `lth` commands
+need: `lth sweep` runs any entry script's config lines, `lth status` and `lth summarize` read
 run directories and their identity columns, and `lth env --family NAME` checks what the family needs.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.machinery
+import importlib.util
 import itertools
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,6 +54,33 @@ FAMILIES: dict[str, Family] = {
         ),
     )
 }
+
+
+PACKAGE_PREFIX = "lth_family_"
+
+
+def family_package(path: str | Path) -> str:
+    """The folder holding `path` (a family folder, or a file in one) as an importable package, `lth_family_cnn` for
+    CNN/: registered once per process, so every importer (an entry script run as `python main.py`, `lth sweep`, `lth
+    export`, the tests) gets the same modules. An entry script sets its `__package__` to this (PEP 366)."""
+    folder = Path(path).resolve()
+    if folder.is_file():
+        folder = folder.parent
+    name = PACKAGE_PREFIX + re.sub(r"\W+", "_", folder.name).lower()
+    package = sys.modules.get(name)
+    if package is None:
+        spec = importlib.machinery.ModuleSpec(name, None, is_package=True)
+        spec.submodule_search_locations = [str(folder)]
+        package = importlib.util.module_from_spec(spec)
+        sys.modules[name] = package
+    elif Path(package.__path__[0]) != folder:
+        raise UserError(f"{folder}: another folder of that name ({package.__path__[0]}) is loaded in this process")
+    return name
+
+
+def family_module(path: str | Path, module: str):
+    """Module `module` (e.g. "models") of the family folder holding `path`."""
+    return importlib.import_module(f"{family_package(path)}.{module}")
 
 
 @dataclass(frozen=True)

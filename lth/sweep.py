@@ -13,7 +13,6 @@ which is also what `--batch`, `lth batch` and `lth stability` read.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import shlex
 import signal
@@ -26,7 +25,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from lth.errors import UserError
-from lth.families import EntryScript
+from lth.families import EntryScript, family_module
 from lth.results import is_finished
 from lth.stopping import EXIT_RESUME_LATER, STOP_SIGNALS
 
@@ -96,38 +95,13 @@ def read_config(path: str | os.PathLike) -> list[ConfigLine]:
     return lines
 
 
-@contextlib.contextmanager
-def script_folder_on_path(folder: Path):
-    """Entry scripts import their family's modules by plain name (data, settings, trainer, ...), which
-    every family folder reuses: isolate the folder's modules so none leaks into the next folder."""
-    names = {path.stem for path in folder.glob("*.py")}
-    saved = {name: sys.modules.pop(name) for name in names if name in sys.modules}
-    sys.path.insert(0, str(folder))
-    try:
-        yield
-    finally:
-        sys.path.remove(str(folder))
-        for name in names:
-            sys.modules.pop(name, None)
-        sys.modules.update(saved)
-
-
-_script_folder_on_path = script_folder_on_path  # the earlier name, which benchmarks/ scripts import
-
-
 def load_script(script: str | os.PathLike) -> EntryScript:
     """The `ENTRY` an entry script declares (an lth.families.EntryScript: its settings, and for an image family's
-    IMP script its data, recipe and hooks), loaded with the script's folder first on the path."""
+    IMP script its data, recipe and hooks), imported as a module of its folder's package."""
     script = Path(script).resolve()
     if not script.is_file():
         raise UserError(f"entry script {script} does not exist")
-    with script_folder_on_path(script.parent):
-        spec = importlib.util.spec_from_file_location(
-            f"lth_entry_{script.parent.name}_{script.stem}".replace("-", "_"), script
-        )
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-        spec.loader.exec_module(module)
+    module = family_module(script, script.stem)
     entry = vars(module).get("ENTRY")
     if not isinstance(entry, EntryScript):
         raise UserError(f"entry script {script} declares no ENTRY (an lth.families.EntryScript); it cannot be swept")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import os
 import struct
-import sys
 from pathlib import Path
 
 # One intra-op thread per process, set before torch is imported: pytest-xdist runs one worker per core, and
@@ -22,7 +21,7 @@ import pytest
 import torch
 import tqdm.std
 
-from lth.sweep import script_folder_on_path
+from lth import families
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_ROOT = Path(os.environ.get("LTH_DATA_DIR") or REPO.parent / "shared" / "data")
@@ -47,16 +46,8 @@ def outside_any_cluster_job(monkeypatch):
 
 
 def family_module(folder: str, name: str):
-    """Import `<folder>/<name>.py` the way its entry script sees it (folder first on sys.path)."""
-    import importlib.util
-
-    path = REPO / folder / f"{name}.py"
-    with script_folder_on_path(path.parent):
-        spec = importlib.util.spec_from_file_location(f"{folder.replace('-', '_')}_{name}", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-        spec.loader.exec_module(module)
-    return module
+    """`<folder>/<name>.py` of this repository, as a module of its family's package."""
+    return families.family_module(REPO / folder, name)
 
 
 def require_data(*relative: str) -> Path:

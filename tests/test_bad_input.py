@@ -232,23 +232,21 @@ def test_cnn_bad_flags(capsys, tmp_path, argv, needle):
 @pytest.fixture(scope="module")
 def bert_workspace(tmp_path_factory):
     """A tiny BERT, tiny GLUE files and a finished ticket whose files must survive bad calls."""
-    from test_bert_support import bert_modules, load_bert_script, make_tiny_glue, make_tiny_model, tiny_lth_argv
+    from test_bert_support import bert_module, make_tiny_glue, make_tiny_model, tiny_lth_argv
 
     root = tmp_path_factory.mktemp("bert_bad_input")
     model = make_tiny_model(root / "model")
     data = make_tiny_glue(root / "data")
-    script = load_bert_script("lottery_ticket_bert")
-    with bert_modules():
-        script.main(tiny_lth_argv(model, data, root / "out", "--sparsity", "0.2"))
+    script = bert_module("lottery_ticket_bert")
+    script.main(tiny_lth_argv(model, data, root / "out", "--sparsity", "0.2"))
     return {"root": root, "model": model, "data": data, "argv": tiny_lth_argv}
 
 
 def bert_call(name, argv, capsys) -> str:
-    from test_bert_support import bert_modules, load_bert_script
+    from test_bert_support import bert_module
 
-    script = load_bert_script(name)
-    with bert_modules():
-        return call(script.main, argv, capsys)
+    script = bert_module(name)
+    return call(script.main, argv, capsys)
 
 
 @pytest.mark.parametrize(

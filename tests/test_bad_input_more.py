@@ -9,7 +9,7 @@ import time
 import pytest
 from conftest import family_module
 from test_bad_input import call
-from test_bert_support import bert_modules, load_bert_script, make_tiny_glue, tiny_glue, tiny_model  # noqa: F401
+from test_bert_support import bert_module, make_tiny_glue, tiny_glue, tiny_model  # noqa: F401
 
 
 def leaves_nothing(folder) -> bool:
@@ -39,7 +39,7 @@ def leaves_nothing(folder) -> bool:
     ],
 )
 def test_bad_settings_are_one_line_and_leave_nothing(folder, script, argv, named, tmp_path, capsys):
-    module = load_bert_script(script) if folder == "BERT" else family_module(folder, script)
+    module = bert_module(script) if folder == "BERT" else family_module(folder, script)
     out = ["--output_dir", str(tmp_path / "runs")]
     line = call(module.main, [*argv, *out], capsys)
     assert named in line
@@ -66,46 +66,44 @@ def test_bert_missing_data_offline_fails_at_once_in_one_line(tmp_path, capsys, m
     monkeypatch.setattr(socket, "create_connection", unreachable)
     hub_offline.cache_clear()  # probed afresh here, and again by whichever test asks next
     request.addfinalizer(hub_offline.cache_clear)
-    lth = load_bert_script("lottery_ticket_bert")
+    lth = bert_module("lottery_ticket_bert")
     started = time.perf_counter()
-    with bert_modules():
-        line = call(
-            lth.main,
-            [
-                "--model_name_or_path",
-                str(tiny_model),
-                "--data_dir",
-                str(tmp_path / "nowhere"),
-                "--output_dir",
-                str(tmp_path / "runs"),
-                "--save_dir",
-                str(tmp_path / "models"),
-            ],  # fmt: skip
-            capsys,
-        )
+    line = call(
+        lth.main,
+        [
+            "--model_name_or_path",
+            str(tiny_model),
+            "--data_dir",
+            str(tmp_path / "nowhere"),
+            "--output_dir",
+            str(tmp_path / "runs"),
+            "--save_dir",
+            str(tmp_path / "models"),
+        ],  # fmt: skip
+        capsys,
+    )
     assert "glue/SST-2/train.tsv" in line and time.perf_counter() - started < 15
     assert hub_offline(), "found offline by the probe alone"
     assert leaves_nothing(tmp_path / "runs") and leaves_nothing(tmp_path / "models")
 
 
 def test_bert_unknown_model_offline_fails_at_once_in_one_line(tmp_path, capsys, tiny_glue):  # noqa: F811
-    lth = load_bert_script("lottery_ticket_bert")
+    lth = bert_module("lottery_ticket_bert")
     started = time.perf_counter()
-    with bert_modules():
-        line = call(
-            lth.main,
-            [
-                "--model_name_or_path",
-                "no-such-org/no-such-bert",
-                "--data_dir",
-                str(tiny_glue),
-                "--output_dir",
-                str(tmp_path / "runs"),
-                "--save_dir",
-                str(tmp_path / "models"),
-            ],  # fmt: skip
-            capsys,
-        )
+    line = call(
+        lth.main,
+        [
+            "--model_name_or_path",
+            "no-such-org/no-such-bert",
+            "--data_dir",
+            str(tiny_glue),
+            "--output_dir",
+            str(tmp_path / "runs"),
+            "--save_dir",
+            str(tmp_path / "models"),
+        ],  # fmt: skip
+        capsys,
+    )
     assert "--model_name_or_path no-such-org/no-such-bert" in line and time.perf_counter() - started < 15
     assert leaves_nothing(tmp_path / "runs")
 
@@ -113,51 +111,48 @@ def test_bert_unknown_model_offline_fails_at_once_in_one_line(tmp_path, capsys, 
 def test_a_text_file_as_ticket_is_not_a_ticket_file_and_writes_nothing(tmp_path, capsys, tiny_glue):  # noqa: F811
     notes = tmp_path / "notes.pt"
     notes.write_text("my notes, not a ticket\n")
-    fewshot = load_bert_script("few_shot_training")
-    with bert_modules():
-        line = call(
-            fewshot.main,
-            [
-                "--checkpoint",
-                str(notes),
-                "--target",
-                "sst2",
-                "--data_dir",
-                str(tiny_glue),
-                "--output_dir",
-                str(tmp_path / "fewshot"),
-            ],  # fmt: skip
-            capsys,
-        )
+    fewshot = bert_module("few_shot_training")
+    line = call(
+        fewshot.main,
+        [
+            "--checkpoint",
+            str(notes),
+            "--target",
+            "sst2",
+            "--data_dir",
+            str(tiny_glue),
+            "--output_dir",
+            str(tmp_path / "fewshot"),
+        ],  # fmt: skip
+        capsys,
+    )
     assert "not a ticket file" in line and "delete" not in line
     assert notes.read_text() == "my notes, not a ticket\n", "the user's file is untouched"
     assert leaves_nothing(tmp_path / "fewshot")
 
 
 def test_an_oversized_fewshot_size_is_refused_naming_the_flag(tmp_path, capsys, tiny_model, tiny_glue):  # noqa: F811
-    lth = load_bert_script("lottery_ticket_bert")
+    lth = bert_module("lottery_ticket_bert")
     common = ["--model_name_or_path", str(tiny_model), "--data_dir", str(tiny_glue), "--quiet", "--device", "cpu"]
-    with bert_modules():
-        lth.main([*common, "--sparsity", "0.1", "--epochs", "1", "--output_dir", str(tmp_path / "runs"),
-                  "--save_dir", str(tmp_path / "models")])  # fmt: skip
+    lth.main([*common, "--sparsity", "0.1", "--epochs", "1", "--output_dir", str(tmp_path / "runs"),
+              "--save_dir", str(tmp_path / "models")])  # fmt: skip
     (ticket,) = (tmp_path / "models").glob("*sparsity10*.safetensors")
-    fewshot = load_bert_script("few_shot_training")
-    with bert_modules():
-        line = call(
-            fewshot.main,
-            [
-                *common,
-                "--checkpoint",
-                str(ticket),
-                "--target",
-                "sst2",
-                "--fewshot_size",
-                "1000000",
-                "--output_dir",
-                str(tmp_path / "fewshot"),
-            ],  # fmt: skip
-            capsys,
-        )
+    fewshot = bert_module("few_shot_training")
+    line = call(
+        fewshot.main,
+        [
+            *common,
+            "--checkpoint",
+            str(ticket),
+            "--target",
+            "sst2",
+            "--fewshot_size",
+            "1000000",
+            "--output_dir",
+            str(tmp_path / "fewshot"),
+        ],  # fmt: skip
+        capsys,
+    )
     assert "--fewshot_size 1000000 is larger than" in line
     assert leaves_nothing(tmp_path / "fewshot")
 

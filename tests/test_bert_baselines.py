@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from test_bert_support import BERT_DIR, bert_modules, load_bert_script, tiny_glue, tiny_lth_argv, tiny_model  # noqa: F401
+from test_bert_support import BERT_DIR, bert_module, tiny_glue, tiny_lth_argv, tiny_model  # noqa: F401
 
 from lth.branches import dependency, ticket_of
 from lth.mask_file import load_mask
@@ -31,7 +31,7 @@ MEASURED = ("weights_remaining_pct", "dev_accuracy", "dev_loss", "train_loss", "
 
 @pytest.fixture(scope="module")
 def lth():
-    return load_bert_script("lottery_ticket_bert")
+    return bert_module("lottery_ticket_bert")
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +39,7 @@ def ticket(lth, tiny_model, tiny_glue, tmp_path_factory):  # noqa: F811
     """A winning ticket to 30%, trained once for the module: (output folder, its run directory)."""
     out = tmp_path_factory.mktemp("ticket")
     argv = tiny_lth_argv(tiny_model, tiny_glue, out, "--sparsity", TICKET_SPARSITY)
-    with bert_modules():
-        lth.main(argv)
+    lth.main(argv)
     return out, lth.run_directory(lth.parse_args(argv))
 
 
@@ -66,8 +65,7 @@ def run_baseline(lth, tiny_model, tiny_glue, out: Path, run_type: str, monkeypat
     argv = tiny_lth_argv(tiny_model, tiny_glue, out, "--run_type", run_type, *BASELINE, *extra)
     steps = Steps(lth, monkeypatch)
     tickets_before = sorted((out / "models").iterdir())
-    with bert_modules():
-        lth.main(argv)
+    lth.main(argv)
     assert sorted((out / "models").iterdir()) == tickets_before, "a baseline writes no ticket files"
     run = lth.run_directory(lth.parse_args(argv))
     return run, load_checkpoint(run / "state.pt"), steps
@@ -130,8 +128,7 @@ def test_random_reinit_trains_the_tickets_mask_from_a_fresh_model(lth, ticket, t
     assert mask.equals(ticket_round_mask(ticket_run, ROUND))
     ticket_state = load_checkpoint(ticket_run / "state.pt")
     pretrained, trained = ticket_state["init"], ticket_state["trained"]
-    with bert_modules() as module:
-        reinit = module("model").reinitialized_factory(str(tiny_model))
+    reinit = bert_module("model").reinitialized_factory(str(tiny_model))
     # The model's own initialiser, a seeded draw of its own: BERT's N(0, 0.02) weights, LayerNorm at 1.
     fresh = fresh_initialization(reinit, derived_seed(42, 5, ROUND))
     for name, weight in steps.start.items():
@@ -181,7 +178,7 @@ def test_a_baseline_before_its_ticket_reached_the_round_does_nothing_wrong(
     args = lth.parse_args(argv)
     run = lth.run_directory(args)
     # No ticket at all: nothing is left behind.
-    with pytest.raises(SystemExit) as exit_info, bert_modules():
+    with pytest.raises(SystemExit) as exit_info:
         lth.main(argv)
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and len(err.splitlines()) == 1
@@ -200,7 +197,7 @@ def test_a_baseline_before_its_ticket_reached_the_round_does_nothing_wrong(
             "".join(line for line in lines if line.split(",")[round_column] in ("round", "0", "1"))
         )
     steps = Steps(lth, monkeypatch)
-    with pytest.raises(SystemExit), bert_modules():
+    with pytest.raises(SystemExit):
         lth.main(argv)
     err = capsys.readouterr().err.strip()
     assert "started round 2" in err and len(err.splitlines()) == 1
@@ -211,12 +208,10 @@ def test_a_baseline_before_its_ticket_reached_the_round_does_nothing_wrong(
     assert dependency(run) == f"branch of {ticket_run.name} (at round 2)"
     # The ticket gets there: the same command finishes the baseline as if it had never waited.
     shutil.copy(round_mask_path(ticket_run, ROUND), round_mask_path(copy, ROUND))
-    with bert_modules():
-        lth.main(argv)
+    lth.main(argv)
     whole = tmp_path / "whole"
     shutil.copytree(ticket_run, whole / "runs" / ticket_run.name)
-    with bert_modules():
-        lth.main(tiny_lth_argv(tiny_model, tiny_glue, whole, "--run_type", "random_prune", *BASELINE))
+    lth.main(tiny_lth_argv(tiny_model, tiny_glue, whole, "--run_type", "random_prune", *BASELINE))
     resumed, never_waited = load_checkpoint(run / "state.pt"), load_checkpoint(whole / "runs" / run.name / "state.pt")
     assert all(torch.equal(resumed["trained"][k], v) for k, v in never_waited["trained"].items())
     assert [r["dev_accuracy"] for r in resumed["rows"]] == [r["dev_accuracy"] for r in never_waited["rows"]]
@@ -241,15 +236,14 @@ def test_a_killed_baseline_resumes_to_the_same_result(lth, ticket, tiny_model, t
         return original(model, batch)
 
     monkeypatch.setitem(trainer, "bert_step_loss", dying_loss)
-    with pytest.raises(Interrupt), bert_modules():
+    with pytest.raises(Interrupt):
         lth.main([*argv, "--checkpoint_every", "2"])
     monkeypatch.setitem(trainer, "bert_step_loss", original)
     run = lth.run_directory(lth.parse_args(argv))
     assert load_checkpoint(run / "progress.pt")["round"] == ROUND
     (run / ".lock").unlink(missing_ok=True)  # the 'killed' process is this one, still alive
     steps = Steps(lth, monkeypatch)
-    with bert_modules():
-        lth.main(argv)
+    lth.main(argv)
     assert steps.count == 2, "resumed at its checkpoint (iteration 4 of 6), not started again"
     resumed = load_checkpoint(run / "state.pt")
     assert Mask.from_state_dict(resumed["mask"]).equals(Mask.from_state_dict(whole["mask"]))
@@ -278,13 +272,12 @@ def test_names_and_status_of_baselines(lth, ticket, tiny_model, tiny_glue, tmp_p
 
 def test_committed_bert_runs_keep_their_names():
     """The runs under BERT/results/minilm-cpu/ name themselves as before and are the same run (still finished)."""
-    lth = load_bert_script("lottery_ticket_bert")
+    lth = bert_module("lottery_ticket_bert")
     runs = sorted((BERT_DIR / "results" / "minilm-cpu" / "lth").iterdir())
     assert len(runs) == 9
     for run in runs:
         saved = json.loads((run / "settings.json").read_text())
-        with bert_modules() as module:
-            args = module("settings").LotterySettings.from_saved(saved)
+        args = bert_module("settings").LotterySettings.from_saved(saved)
         assert args.run_name() == run.name and args.differences(saved) == [] and (run / "finished").exists()
         assert args.run_type == "winning_ticket" and args.ticket_run() is None
         assert "run_type" not in args.ticket_owner(args.sparsity) and "ticket_sparsity" not in args.ticket_owner(0.0)
@@ -337,7 +330,7 @@ def test_figures_draw_baselines_as_branches_of_the_ticket():
     ],
 )
 def test_bad_baseline_flags_are_one_line(lth, tiny_model, tiny_glue, tmp_path, capsys, extra, needle):  # noqa: F811
-    with pytest.raises(SystemExit) as exit_info, bert_modules():
+    with pytest.raises(SystemExit) as exit_info:
         lth.main(tiny_lth_argv(tiny_model, tiny_glue, tmp_path, *extra))
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
@@ -352,7 +345,7 @@ def test_standard_pruning_refuses_a_ticket_without_its_state(lth, ticket, tiny_m
     shutil.copytree(ticket_run, copy)
     (copy / "state.pt").unlink()
     argv = tiny_lth_argv(tiny_model, tiny_glue, tmp_path, "--run_type", "standard_pruning", *BASELINE)
-    with pytest.raises(SystemExit) as exit_info, bert_modules():
+    with pytest.raises(SystemExit) as exit_info:
         lth.main(argv)
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and len(err.splitlines()) == 1
@@ -363,7 +356,7 @@ def test_standard_pruning_refuses_a_ticket_without_its_state(lth, ticket, tiny_m
 def test_the_methods_table_and_the_sparsity_matching_dense():
     """Chen et al.'s table over seeds: dense is the tickets' round 0, a baseline only its trained round; IMP matches
     up to the highest sparsity whose mean stays within one standard deviation of dense (every lower one too)."""
-    plotter = load_bert_script("plotter")
+    plotter = bert_module("plotter")
     rows = []
     for seed, dense, imp in ((1, 90.0, [90.5, 89.6, 88.0]), (2, 88.0, [88.5, 87.8, 86.0])):
         for r, accuracy in enumerate([dense, *imp]):
@@ -387,9 +380,8 @@ def test_the_methods_figure_of_a_ticket_and_its_baselines(lth, ticket, tiny_mode
     out, _ = ticket
     for run_type in ("random_prune", "random_reinit"):
         run_baseline(lth, tiny_model, tiny_glue, out, run_type, monkeypatch)
-    plotter = load_bert_script("plotter")
-    with bert_modules():
-        written = plotter.main([str(out / "runs"), "--output_dir", str(tmp_path / "figures")])
+    plotter = bert_module("plotter")
+    written = plotter.main([str(out / "runs"), "--output_dir", str(tmp_path / "figures")])
     (table_csv,) = [p for p in written if p.name.endswith("_methods.csv")]
     table = pd.read_csv(table_csv)
     assert {"dense", "winning_ticket", "random_prune", "random_reinit"} <= set(table.method)

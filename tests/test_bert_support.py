@@ -3,8 +3,6 @@ files, and loading the BERT family's modules by plain name (as its scripts do)."
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import os
 import random
 from pathlib import Path
@@ -12,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lth.sweep import script_folder_on_path
+from lth.families import family_module
 
 REPO = Path(__file__).resolve().parents[1]
 BERT_DIR = REPO / "BERT"
@@ -29,22 +27,9 @@ def real_data_root() -> Path:
     return Path(os.environ.get("LTH_DATA_DIR") or REPO.parent / "shared" / "data")
 
 
-@contextlib.contextmanager
-def bert_modules():
-    """Import the BERT family's modules by plain name, isolated from other families' (as `lth sweep` does)."""
-    with script_folder_on_path(BERT_DIR):
-        yield importlib.import_module
-
-
-def load_bert_script(name: str):
-    """An entry script of the family as a module (its imports resolved inside BERT/)."""
-    import importlib.util
-
-    with bert_modules():
-        spec = importlib.util.spec_from_file_location(f"bert_{name}", BERT_DIR / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return module
+def bert_module(name: str):
+    """BERT/<name>.py (an entry script or a library module), as a module of the family's package."""
+    return family_module(BERT_DIR, name)
 
 
 def make_tiny_model(folder: Path, seed: int = 0, hidden: int = 32, layers: int = 2) -> Path:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_bert_support import bert_modules, load_bert_script, make_tiny_model, tiny_glue, tiny_model  # noqa: F401
+from test_bert_support import bert_module, make_tiny_model, tiny_glue, tiny_model  # noqa: F401
 
 from lth.errors import UserError
 from lth.masks import Mask
@@ -22,14 +22,12 @@ from lth.tickets import (
 
 
 def classifier(tiny_model, seed=0):  # noqa: F811
-    with bert_modules() as module:
-        torch.manual_seed(seed)
-        return module("model").sequence_classifier(str(tiny_model))
+    torch.manual_seed(seed)
+    return bert_module("model").sequence_classifier(str(tiny_model))
 
 
 def prunable(model):
-    with bert_modules() as module:
-        return module("pruning").bert_prunable_names(model)
+    return bert_module("pruning").bert_prunable_names(model)
 
 
 def random_mask(model, sparsity, seed):
@@ -159,8 +157,7 @@ def test_earlier_base_model_is_inferred_from_the_shapes(tmp_path, hidden, layers
 
 
 def test_earlier_minilm_shaped_file_is_named_like_minilm_tickets_and_ensembles_with_them(tmp_path):
-    with bert_modules() as module:
-        assert MINILM_BASE_MODEL == module("model").OFFLINE_MODEL_ALIAS  # the name --model_name_or_path minilm records
+    assert MINILM_BASE_MODEL == bert_module("model").OFFLINE_MODEL_ALIAS  # the name --model_name_or_path minilm records
     folder = make_tiny_model(tmp_path / "minilm-shaped", hidden=384, layers=6)
     model = classifier(folder)
     mask_a, mask_b = random_mask(model, 0.6, seed=11), random_mask(model, 0.7, seed=12)
@@ -170,12 +167,12 @@ def test_earlier_minilm_shaped_file_is_named_like_minilm_tickets_and_ensembles_w
     b = earlier_file(tmp_path / "lottery_ticket_qqp_sparsity70_seed42.pt", model, mask_b)
     earlier = load_ticket(b)
     assert earlier.base_model == MINILM_BASE_MODEL and earlier.mask.equals(mask_b)
-    script = load_bert_script("create_ensemble_tickets")
-    with bert_modules():  # the earlier file holds trained weights: the pre-trained ones are read from the folder
-        out = script.main(
-            ["--ticket_a", str(a), "--ticket_b", str(b), "--save_dir", str(tmp_path / "ens")]
-            + ["--model_name_or_path", str(folder)]
-        )
+    script = bert_module("create_ensemble_tickets")
+    # the earlier file holds trained weights: the pre-trained ones are read from the folder
+    out = script.main(
+        ["--ticket_a", str(a), "--ticket_b", str(b), "--save_dir", str(tmp_path / "ens")]
+        + ["--model_name_or_path", str(folder)]
+    )
     union = load_ticket(out)
     assert union.base_model == MINILM_BASE_MODEL and union.kind == "ensemble"
     assert union.mask.equals(mask_a.union(mask_b))
@@ -280,13 +277,12 @@ def test_ensemble_union_and_intersection_on_hand_made_masks(tiny_model, tmp_path
     mask_a, mask_b = random_mask(model, 0.6, seed=5), random_mask(model, 0.7, seed=6)
     a = ticket_file(tmp_path, tiny_model, "lottery_ticket_sst2_sparsity60_seed42.safetensors", mask_a, "sst2")
     b = ticket_file(tmp_path, tiny_model, "lottery_ticket_qqp_sparsity70_seed42.safetensors", mask_b, "qqp")
-    script = load_bert_script("create_ensemble_tickets")
+    script = bert_module("create_ensemble_tickets")
     reference = model.state_dict()
     for combine, expected in (("union", mask_a.union(mask_b)), ("intersection", mask_a.intersection(mask_b))):
-        with bert_modules():
-            out = script.main(
-                ["--ticket_a", str(a), "--ticket_b", str(b), "--save_dir", str(tmp_path / "ens"), "--combine", combine]
-            )
+        out = script.main(
+            ["--ticket_a", str(a), "--ticket_b", str(b), "--save_dir", str(tmp_path / "ens"), "--combine", combine]
+        )
         ticket = load_ticket(out)
         assert out.name == f"ensemble_ticket_sst2_qqp_{combine}_seed42.safetensors"
         for n in expected:
@@ -320,14 +316,13 @@ def test_ensemble_rebuilds_the_same_inputs_but_never_replaces_another(tiny_model
     other = ticket_file(
         tmp_path, tiny_model, "lottery_ticket_qqp_sparsity50_seed42.safetensors", random_mask(model, 0.5, 7), "qqp"
     )
-    script = load_bert_script("create_ensemble_tickets")
+    script = bert_module("create_ensemble_tickets")
     argv = ["--ticket_a", str(a), "--save_dir", str(tmp_path / "ens")]
-    with bert_modules():
-        out = script.main([*argv, "--ticket_b", str(b)])
-        assert script.main([*argv, "--ticket_b", str(b)]) == out  # the same ensemble again: fine
-        before = out.read_bytes()
-        with pytest.raises(SystemExit) as stop:
-            script.main([*argv, "--ticket_b", str(other)])  # same name, other tickets
+    out = script.main([*argv, "--ticket_b", str(b)])
+    assert script.main([*argv, "--ticket_b", str(b)]) == out  # the same ensemble again: fine
+    before = out.read_bytes()
+    with pytest.raises(SystemExit) as stop:
+        script.main([*argv, "--ticket_b", str(other)])  # same name, other tickets
     assert stop.value.code == 2
     assert "already holds the union of" in capsys.readouterr().err
     assert out.read_bytes() == before
@@ -342,7 +337,7 @@ def test_keep_pooler_tickets_make_their_own_ensemble_name(tiny_model, tmp_path):
         ticket = load_ticket(ticket_file(tmp_path, tiny_model, f"{task}_keep-pooler.pt", encoder_only, task))
         ticket.metadata["keep_pooler"] = True
         tickets.append(ticket)
-    script = load_bert_script("create_ensemble_tickets")
+    script = bert_module("create_ensemble_tickets")
     assert script.ensemble_name(*tickets, "union") == "ensemble_ticket_sst2_qqp_union_seed42_keep-pooler.safetensors"
 
 
@@ -354,9 +349,9 @@ def test_ensemble_refuses_other_base_models_and_shapes(tiny_model, tmp_path, cap
     other_folder = make_tiny_model(tmp_path / "wider", hidden=16)
     wide = classifier(other_folder)
     c = ticket_file(tmp_path, other_folder, "c.pt", random_mask(wide, 0.5, seed=9))
-    script = load_bert_script("create_ensemble_tickets")
+    script = bert_module("create_ensemble_tickets")
     for other, needle in ((b, "different base models"), (c, "different base models")):
-        with pytest.raises(SystemExit) as exit_info, bert_modules():
+        with pytest.raises(SystemExit) as exit_info:
             script.main(["--ticket_a", str(a), "--ticket_b", str(other), "--save_dir", str(tmp_path / "ens")])
         assert exit_info.value.code == 2
         err = capsys.readouterr().err.strip()
@@ -365,7 +360,7 @@ def test_ensemble_refuses_other_base_models_and_shapes(tiny_model, tmp_path, cap
     c_as_a = load_ticket(c)
     c_as_a.base_model, c_as_a.base_identity = str(tiny_model), None  # identified again: now the tiny model
     save_ticket(tmp_path / "c_renamed.pt", c_as_a)
-    with pytest.raises(SystemExit), bert_modules():
+    with pytest.raises(SystemExit):
         script.main(
             ["--ticket_a", str(a), "--ticket_b", str(tmp_path / "c_renamed.pt"), "--save_dir", str(tmp_path / "ens")]
         )
@@ -408,8 +403,7 @@ def trained_model_after(script, argv, monkeypatch):
         return original(model, *args, **kwargs)
 
     monkeypatch.setitem(script.fine_tune.__globals__, "train_round", spy)
-    with bert_modules():
-        row = script.main(argv)
+    row = script.main(argv)
     return captured["model"], row
 
 
@@ -418,7 +412,7 @@ def test_fewshot_full_keeps_the_mask_and_headonly_changes_only_the_head(tiny_mod
     mask = random_mask(model, 0.6, seed=10)
     path = ticket_file(tmp_path, tiny_model, "lottery_ticket_sst2_sparsity60_seed42.safetensors", mask)
     ticket = load_ticket(path)
-    script = load_bert_script("few_shot_training")
+    script = bert_module("few_shot_training")
 
     full, row = trained_model_after(script, fewshot_argv(path, tiny_glue, tmp_path, "full"), monkeypatch)
     params = dict(full.named_parameters())
@@ -432,8 +426,7 @@ def test_fewshot_full_keeps_the_mask_and_headonly_changes_only_the_head(tiny_mod
 
     head_only, _ = trained_model_after(script, fewshot_argv(path, tiny_glue, tmp_path, "headonly"), monkeypatch)
     torch.manual_seed(42)
-    with bert_modules() as module:
-        fresh = module("model").sequence_classifier(str(tiny_model))
+    fresh = bert_module("model").sequence_classifier(str(tiny_model))
     for name, value in head_only.state_dict().items():
         if name.startswith("classifier."):
             assert not torch.equal(value, fresh.state_dict()[name])  # the fresh head trained
@@ -444,28 +437,26 @@ def test_fewshot_full_keeps_the_mask_and_headonly_changes_only_the_head(tiny_mod
     assert sorted(r["mode"] for r in rows) == ["full", "headonly"]
     assert {"source", "source_sparsity_pct", "target", "mode", "k", "seed", "dev_accuracy", "dev_f1"} <= set(rows[0])
     # Started again: finished, the CSV keeps one row per run.
-    with bert_modules():
-        assert script.main(fewshot_argv(path, tiny_glue, tmp_path, "full")) is None
+    assert script.main(fewshot_argv(path, tiny_glue, tmp_path, "full")) is None
     assert len(read_csv_rows(tmp_path / "fewshot" / "transfer.csv")) == 2
 
 
 def test_fewshot_draws_are_seeded_and_differ_across_seeds(tiny_model, tiny_glue):  # noqa: F811
-    with bert_modules() as module:
-        tokenizer = module("model").load_tokenizer(str(tiny_model))
-        draw = [
-            module("data")
-            .load_task_data("sst2", tokenizer, str(tiny_glue), train_size=16, seed=s, draw_purpose=1)
-            .train
-            for s in (1, 1, 2)
-        ]
+    tokenizer = bert_module("model").load_tokenizer(str(tiny_model))
+    draw = [
+        bert_module("data")
+        .load_task_data("sst2", tokenizer, str(tiny_glue), train_size=16, seed=s, draw_purpose=1)
+        .train
+        for s in (1, 1, 2)
+    ]
     assert torch.equal(draw[0].input_ids, draw[1].input_ids) and torch.equal(draw[0].labels, draw[1].labels)
     assert not torch.equal(draw[0].input_ids, draw[2].input_ids)
 
 
 def test_fewshot_missing_source_is_one_line_naming_it(tiny_glue, tmp_path, capsys):  # noqa: F811
-    script = load_bert_script("few_shot_training")
+    script = bert_module("few_shot_training")
     missing = tmp_path / "ensemble_ticket_sst2_qqp_union_seed42.safetensors"
-    with pytest.raises(SystemExit) as exit_info, bert_modules():
+    with pytest.raises(SystemExit) as exit_info:
         script.main(fewshot_argv(missing, tiny_glue, tmp_path, "full"))
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()

@@ -52,18 +52,17 @@ def test_vgg_sigterm_mid_round_stops_and_resumes_identically(tmp_path):
 
 @pytest.mark.slow
 def test_bert_sigterm_mid_round_stops_and_resumes_identically(tmp_path):
-    from test_bert_support import bert_modules, load_bert_script, make_tiny_glue, make_tiny_model, tiny_lth_argv
+    from test_bert_support import bert_module, make_tiny_glue, make_tiny_model, tiny_lth_argv
 
     model = make_tiny_model(tmp_path / "model")
     data = make_tiny_glue(tmp_path / "data")
-    script = load_bert_script("lottery_ticket_bert")
+    script = bert_module("lottery_ticket_bert")
 
     def command(output):
         def run():
-            with bert_modules():
-                script.main(
-                    tiny_lth_argv(model, data, output, "--sparsity", "0.2", "--checkpoint_every", "0", "--epochs", "12")
-                )
+            script.main(
+                tiny_lth_argv(model, data, output, "--sparsity", "0.2", "--checkpoint_every", "0", "--epochs", "12")
+            )
 
         return run
 

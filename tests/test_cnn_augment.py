@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from lth.batches import ShuffledBatches, random_crop_flip
-from lth.sweep import script_folder_on_path
+from lth.families import family_module
 
 CNN = Path(__file__).resolve().parents[1] / "CNN"
-with script_folder_on_path(CNN):
-    data = importlib.import_module("data")
+data = family_module(CNN, "data")
 
 
 def known_images(n: int) -> torch.Tensor:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import pickle
 from pathlib import Path
 
@@ -12,14 +11,13 @@ import pytest
 import torch
 
 from lth.errors import UserError
+from lth.families import family_module
 from lth.masks import default_prunable_names
-from lth.sweep import script_folder_on_path
 
 CNN = Path(__file__).resolve().parents[1] / "CNN"
-with script_folder_on_path(CNN):
-    data = importlib.import_module("data")
-    models = importlib.import_module("models")
-    main = importlib.import_module("main")
+data = family_module(CNN, "data")
+models = family_module(CNN, "models")
+main = family_module(CNN, "main")
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import math
 from pathlib import Path
 
@@ -10,16 +9,15 @@ import pytest
 import torch
 from torch import nn
 
+from lth.families import family_module
 from lth.masks import Mask, default_prunable_names
 from lth.pruning import magnitude_scores
-from lth.sweep import script_folder_on_path
 
 CNN = Path(__file__).resolve().parents[1] / "CNN"
 
 
 def load_cnn(*names: str):
-    with script_folder_on_path(CNN):
-        return [importlib.import_module(name) for name in names]
+    return [family_module(CNN, name) for name in names]
 
 
 models, pruning, main = load_cnn("models", "pruning", "main")

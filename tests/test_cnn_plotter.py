@@ -3,19 +3,17 @@ setting that differs), matched by round."""
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from lth.families import family_module
 from lth.results import RunDirectory
-from lth.sweep import script_folder_on_path
 
 CNN = Path(__file__).resolve().parents[1] / "CNN"
-with script_folder_on_path(CNN):
-    plotter = importlib.import_module("plotter")
-    main = importlib.import_module("main")
+plotter = family_module(CNN, "plotter")
+main = family_module(CNN, "main")
 
 
 def write_run(

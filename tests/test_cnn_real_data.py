@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import os
 from pathlib import Path
 
 import pytest
 
 from lth.datasets import load_cifar10
+from lth.families import family_module
 from lth.imp import IMPSettings, run_imp
 from lth.results import RunDirectory
-from lth.sweep import script_folder_on_path
 
 CNN = Path(__file__).resolve().parents[1] / "CNN"
 DATA_ROOT = Path(os.environ.get("LTH_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
-with script_folder_on_path(CNN):
-    main = importlib.import_module("main")
-    trainer = importlib.import_module("trainer")
+main = family_module(CNN, "main")
+trainer = family_module(CNN, "trainer")
 
 # A short schedule that passes with margin on a 2-core CPU: 300 Adam steps of batch 60 at lr 1e-3 (0.4 epoch; test
 # accuracy 45.7 / 50.2 / 55.1 / 56.2 / 60.9% after 100..500 steps, seed 1; chance is 10%).

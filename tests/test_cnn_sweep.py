@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 import re
 import shlex
@@ -12,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from lth.sweep import read_config, script_folder_on_path, sweep
+from lth.families import family_module
+from lth.sweep import read_config, sweep
 
 CNN = Path(__file__).resolve().parents[1] / "CNN"
 SCRIPT = CNN / "run_experiments.sh"
-with script_folder_on_path(CNN):
-    main = importlib.import_module("main")
+main = family_module(CNN, "main")
 
 
 def run_lines() -> list[list[str]]:

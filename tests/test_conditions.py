@@ -7,8 +7,8 @@ import itertools
 
 import pandas as pd
 from conftest import family_module
-from test_bert_support import bert_modules  # noqa: F401
 
+# noqa: F401
 from lth.cli import main as lth
 from lth.cli import summary_table
 from lth.results import RunDirectory

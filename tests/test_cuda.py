@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import family_module
 from test_bert_imp import pretrained, tiny_args
-from test_bert_support import bert_modules, tiny_glue, tiny_model  # noqa: F401
+from test_bert_support import bert_module, tiny_glue, tiny_model  # noqa: F401
 
 from lth.datasets import ImageData, random_images
 from lth.imp import IMPSettings, policy_for, run_imp
@@ -70,12 +70,11 @@ def test_image_families_prune_exactly_on_cuda(folder, tmp_path):
 def test_bert_rewinds_exactly_and_masks_hold_under_bf16_autocast(tiny_model, tiny_glue, tmp_path):  # noqa: F811
     lth, args = tiny_args(tiny_model, tiny_glue, tmp_path, "--sparsity", "0.2", "--weight_decay", "0.1")
     reference = pretrained(tiny_model, seed=args.seed).state_dict()
-    with bert_modules() as module:
-        data = module("data").load_task_data(
-            "sst2", module("model").load_tokenizer(str(tiny_model)), str(tiny_glue), seed=args.seed, device=DEVICE
-        )
-        factory = module("model").classifier_factory(str(tiny_model))
-        recipe = module("trainer").build_recipe(args, data, DEVICE, factory)
+    data = bert_module("data").load_task_data(
+        "sst2", bert_module("model").load_tokenizer(str(tiny_model)), str(tiny_glue), seed=args.seed, device=DEVICE
+    )
+    factory = bert_module("model").classifier_factory(str(tiny_model))
+    recipe = bert_module("trainer").build_recipe(args, data, DEVICE, factory)
     with RunDirectory(tmp_path, args) as run:
         rows = run_imp(run, recipe, IMPSettings(rounds=2, seed=args.seed), quiet=True)
         state = run.load_state()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import family_module, require_data, tiny_mnist
-from test_bert_support import bert_modules, load_bert_script, make_tiny_model, tiny_glue, tiny_lth_argv  # noqa: F401
+from test_bert_support import bert_module, make_tiny_model, tiny_glue, tiny_lth_argv  # noqa: F401
 
 from lth.cli import main as lth
 from lth.export import load_exported_image_model
@@ -25,11 +25,10 @@ def bert_run(tmp_path_factory):
 
     model = make_tiny_model(root / "model", seed=4)
     data = make_tiny_glue(root / "data")
-    script = load_bert_script("lottery_ticket_bert")
+    script = bert_module("lottery_ticket_bert")
     argv = tiny_lth_argv(model, data, root / "out", "--sparsity", "0.2")
-    with bert_modules():
-        script.main(argv)
-        args = script.parse_args(argv)
+    script.main(argv)
+    args = script.parse_args(argv)
     return model, script.run_directory(args), args
 
 
@@ -48,8 +47,7 @@ def test_a_bert_run_exports_to_a_folder_from_pretrained_loads(bert_run, tmp_path
     assert AutoTokenizer.from_pretrained(out)("good film")["input_ids"]
     state = load_checkpoint(run_dir / "state.pt")
     mask = Mask.from_state_dict(state["mask"])
-    with bert_modules() as module:
-        own = module("model").sequence_classifier(str(base))
+    own = bert_module("model").sequence_classifier(str(base))
     own.load_state_dict(state["trained"])
     mask.apply(own)
     own.eval()
@@ -112,23 +110,20 @@ def test_an_image_run_exports_a_state_dict_and_the_line_that_builds_its_model(tm
     assert mask.equals(Mask.from_state_dict(state["mask"])) and mask.sparsity() > 0
     card = (out / "README.md").read_text()
     assert "library_name: pytorch" in front_matter(card) and "- mnist" in front_matter(card)
-    assert "from models import LeNet300100" in card and "model = LeNet300100()" in card
+    assert "family_module('Lenet-300-100', 'models').LeNet300100" in card and "model = LeNet300100()" in card
     # The line in the card builds the model from the repository's root.
     import json
 
     line = json.loads((out / "lth_model.json").read_text())["load"].replace("FOLDER", str(out))
     namespace: dict = {}
     import os
-    import sys
 
-    cwd, path = os.getcwd(), list(sys.path)
+    cwd = os.getcwd()
     try:
         os.chdir(family_module.__globals__["REPO"])
         exec(line, namespace)  # noqa: S102 (the line the model card gives)
     finally:
         os.chdir(cwd)
-        sys.path[:] = path
-        sys.modules.pop("models", None)
     with torch.no_grad():
         assert torch.equal(namespace["model"].eval()(images), own(images))
 

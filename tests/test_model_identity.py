@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_bert_support import bert_modules, load_bert_script, make_tiny_model, tiny_glue, tiny_lth_argv  # noqa: F401
+from test_bert_support import bert_module, make_tiny_model, tiny_glue, tiny_lth_argv  # noqa: F401
 
 from lth.model_identity import identify_model, offline_model_path
 from lth.tickets import load_ticket
@@ -21,10 +21,9 @@ def digests(folder: Path) -> dict[str, str]:
 
 
 def settings_for(model: Path, data: Path, out: Path, *extra: str):
-    with bert_modules() as module:
-        return module("settings").LotterySettings.from_argv(
-            tiny_lth_argv(model, data, out, "--sparsity", "0.2", *extra)
-        )
+    return bert_module("settings").LotterySettings.from_argv(
+        tiny_lth_argv(model, data, out, "--sparsity", "0.2", *extra)
+    )
 
 
 def run(model: Path, data: Path, out: Path, *extra: str, runs: Path | None = None, models: Path | None = None):
@@ -33,9 +32,8 @@ def run(model: Path, data: Path, out: Path, *extra: str, runs: Path | None = Non
         argv += ["--output_dir", str(runs)]
     if models is not None:
         argv += ["--ticket_dir", str(models)]
-    script = load_bert_script("lottery_ticket_bert")
-    with bert_modules():
-        script.main(argv)
+    script = bert_module("lottery_ticket_bert")
+    script.main(argv)
 
 
 @pytest.fixture
@@ -68,12 +66,11 @@ def test_the_packaged_minilm_keeps_its_name_under_any_folder(tmp_path):
     for item in packaged.iterdir():  # links: the same bytes without copying 90 MB
         (copy / item.name).symlink_to(item)
     assert identify_model("minilm").key == identify_model(str(copy)).key == "minilm"
-    with bert_modules() as module:
-        settings = module("settings").LotterySettings
-        argv = ["--task", "sst2", "--sparsity", "0.6", "--subset", "4000", "--epochs", "1", "--lr", "1e-4"]
-        assert settings.from_argv([*argv, "--model_name_or_path", "minilm"]).run_name() == MINILM_RUN
-        assert settings.from_argv([*argv, "--model_name_or_path", str(copy)]).run_name() == MINILM_RUN
-        ticket = settings.from_argv([*argv, "--model_name_or_path", str(copy)]).ticket_path(0.6).name
+    settings = bert_module("settings").LotterySettings
+    argv = ["--task", "sst2", "--sparsity", "0.6", "--subset", "4000", "--epochs", "1", "--lr", "1e-4"]
+    assert settings.from_argv([*argv, "--model_name_or_path", "minilm"]).run_name() == MINILM_RUN
+    assert settings.from_argv([*argv, "--model_name_or_path", str(copy)]).run_name() == MINILM_RUN
+    ticket = settings.from_argv([*argv, "--model_name_or_path", str(copy)]).ticket_path(0.6).name
     assert ticket == "lottery_ticket_sst2_minilm_sparsity60_subset4000_seed42_he8686f2f.safetensors"
 
 

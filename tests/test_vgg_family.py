@@ -3,7 +3,6 @@ the random-pruning control, the dense round shared by train.py and main.py, flag
 
 from __future__ import annotations
 
-import importlib
 import os
 import subprocess
 import sys
@@ -15,12 +14,12 @@ import torch
 
 from lth.datasets import ImageData
 from lth.errors import UserError
+from lth.families import family_module
 from lth.imp import IMPSettings, run_imp, start_from_dense
 from lth.masks import Mask
 from lth.pruning import magnitude_scores, round_half_up
 from lth.results import ROUND_COLUMNS, RunDirectory
 from lth.rewinding import rewind
-from lth.sweep import script_folder_on_path
 
 REPO = Path(__file__).resolve().parents[1]
 VGG_DIR = REPO / "VGG"
@@ -28,16 +27,14 @@ VGG_DIR = REPO / "VGG"
 
 @pytest.fixture(scope="module")
 def vgg():
-    """The family's modules, imported by plain name from VGG/ as its scripts do."""
+    """The family's modules, as its scripts import them."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny convs gain nothing from a second thread and lose a lot on a busy machine
-    with script_folder_on_path(VGG_DIR):
-        modules = {
-            name: importlib.import_module(name)
-            for name in ("models", "pruning", "trainer", "data", "main", "train", "plotter")
-        }
-        yield type("VGGModules", (), modules)
-        sys.modules.pop("main", None)
+    modules = {
+        name: family_module(VGG_DIR, name)
+        for name in ("models", "pruning", "trainer", "data", "main", "train", "plotter")
+    }
+    yield type("VGGModules", (), modules)
     torch.set_num_threads(threads)
 
 
