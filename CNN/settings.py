@@ -11,26 +11,18 @@ from lth.settings import (
     INPUT,
     OPERATIONAL,
     Alias,
-    IMPRunSettings,
-    PruneAtInitSettings,
-    batch_size_setting,
+    ImageFamilySettings,
     checkpoint_every_setting,
-    compile_setting,
     data_dir_setting,
-    device_setting,
     eval_every_setting,
-    imp_mode_setting,
     lr_setting,
     output_dir_setting,
     prune_rate_setting,
-    quiet_setting,
     readable_name,
-    rewind_iteration_setting,
     rounds_setting,
     run_type_setting,
     seed_setting,
     setting,
-    source_seed_setting,
     train_iterations_setting,
 )
 
@@ -58,7 +50,7 @@ def _per_arch(values: dict) -> str:
 
 
 @dataclass
-class ConvSettings(IMPRunSettings, PruneAtInitSettings):
+class ConvSettings(ImageFamilySettings):
     PROG = "CNN/main.py"
     DESCRIPTION = "Conv-2/4/6 on CIFAR-10: layer-wise IMP, winning ticket vs random re-init (or random pruning)."
     NAME_FIELDS = (
@@ -79,11 +71,7 @@ class ConvSettings(IMPRunSettings, PruneAtInitSettings):
     run_type: str = run_type_setting(
         aliases=[Alias("--random_prune", "same as --run_type random_prune", const="random_prune")]
     )
-    imp_mode: str = imp_mode_setting()
     seed: int = seed_setting(1)
-    init_seed: int | None = source_seed_setting("initial weights")
-    data_order_seed: int | None = source_seed_setting("order of the training batches")
-    transformation_seed: int | None = source_seed_setting("augmentation and dropout draws")
     train_iterations: int | None = train_iterations_setting(
         None, f"training iterations per round (default per arch: {_per_arch(ARCH_ITERATIONS)})", [Alias("--iterations")]
     )
@@ -94,13 +82,11 @@ class ConvSettings(IMPRunSettings, PruneAtInitSettings):
         kind=INPUT,
     )
     rounds: int = rounds_setting(20, aliases=[Alias("--prune_iterations")])
-    rewind_iteration: int = rewind_iteration_setting()
     conv_prune_rate: float | None = prune_rate_setting(None, "conv weights (default 0.1, Conv-6 0.15)")
     fc_prune_rate: float = prune_rate_setting(FC_RATE, "hidden fc weights")
     output_prune_rate: float | None = prune_rate_setting(None, "output-layer weights (default: half the fc rate)")
     dropout_rate: float = setting(0.0, "dropout after each hidden fc layer", parse=fraction)
     augment: bool = setting(False, "random crop (pad 4) + horizontal flip on the device (off in the paper)")
-    batch_size: int = batch_size_setting(60)
     lr: float | None = lr_setting(None, f"Adam learning rate (default per arch: {_per_arch(ARCH_LR)})")
     eval_every: int = eval_every_setting(250)
     eval_batch_size: int | None = setting(
@@ -112,9 +98,6 @@ class ConvSettings(IMPRunSettings, PruneAtInitSettings):
     checkpoint_every: int = checkpoint_every_setting(2500)
     data_dir: str | None = data_dir_setting("cifar-10-batches-py/")
     output_dir: str = output_dir_setting(str(HERE / "results"), "where run directories (and figures) are written")
-    device: str = device_setting()
-    compile: bool = compile_setting()
-    quiet: bool = quiet_setting()
     plot: bool = setting(
         False,
         "only draw the figures of every run under --output_dir",
@@ -125,7 +108,7 @@ class ConvSettings(IMPRunSettings, PruneAtInitSettings):
     )
 
     def resolve(self) -> None:
-        super().resolve()
+        # The per-arch defaults first: the shared checks (super) read train_iterations.
         if self.lr is None:
             self.lr = ARCH_LR[self.arch]
         if self.train_iterations is None:
@@ -138,11 +121,7 @@ class ConvSettings(IMPRunSettings, PruneAtInitSettings):
             self.conv_prune_rate = CONV_RATE[self.arch]
         if self.output_prune_rate is None:
             self.output_prune_rate = default_output_rate(self.fc_prune_rate)
-        if self.rewind_iteration >= self.train_iterations:
-            raise UserError(
-                f"--rewind_iteration {self.rewind_iteration} must be below the {self.train_iterations} "
-                "training iterations of a round"
-            )
+        super().resolve()
 
     def name_prefix(self) -> str:
         """e.g. Conv-2_winning_ticket_d0p5_lr0p0003_it20000_seed1"""

@@ -5,30 +5,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from lth.errors import UserError
 from lth.settings import (
     OPERATIONAL,
     Alias,
-    IMPRunSettings,
-    PruneAtInitSettings,
-    batch_size_setting,
+    ImageFamilySettings,
     checkpoint_every_setting,
-    compile_setting,
     data_dir_setting,
-    device_setting,
-    eval_every_setting,
     imp_mode_setting,
     lr_setting,
     output_dir_setting,
     prune_rate_setting,
-    quiet_setting,
     readable_name,
-    rewind_iteration_setting,
     rounds_setting,
     run_type_setting,
     seed_setting,
     setting,
-    source_seed_setting,
     train_iterations_setting,
 )
 
@@ -39,7 +30,7 @@ FIRST_SEED = 42  # the earlier study's trials: seed = 42 + trial
 
 
 @dataclass
-class LenetSettings(IMPRunSettings, PruneAtInitSettings):
+class LenetSettings(ImageFamilySettings):
     PROG = "Lenet-300-100/main.py"
     DESCRIPTION = "LeNet-300-100 on MNIST: iterative or one-shot IMP, winning ticket vs controls, one run per call."
     NAME_FIELDS = (
@@ -64,34 +55,17 @@ class LenetSettings(IMPRunSettings, PruneAtInitSettings):
         FIRST_SEED,
         aliases=[Alias("--trial", f"trial index t: seed {FIRST_SEED} + t", convert=lambda t: FIRST_SEED + t)],
     )
-    init_seed: int | None = source_seed_setting("initial weights")
-    data_order_seed: int | None = source_seed_setting("order of the training batches")
-    transformation_seed: int | None = source_seed_setting("augmentation and dropout draws")
     train_iterations: int = train_iterations_setting(50_000, aliases=[Alias("--iterations")])
     rounds: int = rounds_setting(20)
-    rewind_iteration: int = rewind_iteration_setting()
     fc_prune_rate: float = prune_rate_setting(FC_RATE, "hidden-layer weights", aliases=[Alias("--fc_rate")])
     output_prune_rate: float = prune_rate_setting(OUTPUT_RATE, "output-layer weights", aliases=[Alias("--output_rate")])
-    batch_size: int = batch_size_setting(60)
     lr: float = lr_setting(1.2e-3, "Adam learning rate")
-    eval_every: int = eval_every_setting(100)
     checkpoint_every: int = checkpoint_every_setting(5000)
     data_dir: str | None = data_dir_setting("MNIST/")
     output_dir: str = output_dir_setting(str(HERE / "results"))
-    device: str = device_setting()
-    compile: bool = compile_setting()
-    quiet: bool = quiet_setting()
     fast_mode: bool = setting(
         False, "accepted for compatibility (cuDNN autotuning is on whenever CUDA is used)", kind=OPERATIONAL
     )
-
-    def resolve(self) -> None:
-        super().resolve()
-        if self.rewind_iteration >= self.train_iterations:
-            raise UserError(
-                f"--rewind_iteration {self.rewind_iteration} must be below the {self.train_iterations} "
-                "training iterations of a round"
-            )
 
     def name_prefix(self) -> str:
         """lenet300-100-iterative_winning_ticket_trial0, as the earlier study named its trials."""

@@ -17,27 +17,21 @@ from lth.settings import (
     NO_CHANGE,
     OPERATIONAL,
     Alias,
-    IMPRunSettings,
-    PruneAtInitSettings,
-    ReportingSettings,
+    ImageFamilySettings,
+    ImageRunSettings,
     batch_size_setting,
     checkpoint_every_setting,
-    compile_setting,
     data_dir_setting,
-    device_setting,
     eval_every_setting,
-    imp_mode_setting,
     lr_setting,
     output_dir_setting,
     prune_rate_setting,
-    quiet_setting,
     readable_name,
     rewind_iteration_setting,
     rounds_setting,
     run_type_setting,
     seed_setting,
     setting,
-    source_seed_setting,
     train_iterations_setting,
 )
 
@@ -53,15 +47,12 @@ def steps_per_epoch(batch_size: int, train_size: int = TRAIN_SIZE) -> int:
 
 
 @dataclass
-class TrainingSettings(ReportingSettings):
+class TrainingSettings(ImageRunSettings):
     """SGD with momentum 0.9, weight decay 1e-4, batch 64, lr 0.1 dropped 10x at 50% and 75% of training."""
 
     NAME_FIELDS = ("width", "seed")
 
     seed: int = seed_setting(42)
-    init_seed: int | None = source_seed_setting("initial weights")
-    data_order_seed: int | None = source_seed_setting("order of the training batches")
-    transformation_seed: int | None = source_seed_setting("augmentation and dropout draws")
     width: float = setting(1.0, "channel multiplier (1: VGG-19; 0.125 for CPU runs and tests)", parse=positive_float)
     train_iterations: int | None = train_iterations_setting(None, "training iterations of every round")
     epochs: int | None = setting(
@@ -98,15 +89,12 @@ class TrainingSettings(ReportingSettings):
     checkpoint_every: int = checkpoint_every_setting(2000)
     data_dir: str | None = data_dir_setting("cifar-10-batches-py/")
     output_dir: str = output_dir_setting(str(RESULTS_DIR))
-    device: str = device_setting()
-    compile: bool = compile_setting()
-    quiet: bool = quiet_setting()
     workers: int | None = setting(
         None, "accepted for compatibility; data stay on the device, no loader workers", parse=int, kind=INPUT
     )
 
     def resolve(self) -> None:
-        super().resolve()
+        # The derived lengths first: the shared checks (super, last) read train_iterations.
         per_epoch = steps_per_epoch(self.batch_size)
         if self.train_iterations is None:
             self.train_iterations = self.epochs * per_epoch
@@ -124,6 +112,7 @@ class TrainingSettings(ReportingSettings):
             )
         if not self.width * 64 >= 0.5:
             raise UserError(f"--width {self.width} leaves VGG's first layer without channels; use at least 1/128")
+        super().resolve()
 
     def training(self) -> DenseSettings:
         """The dense round these settings train (what train.py would run)."""
@@ -163,7 +152,7 @@ def _pruning_alias(kind: str):
 
 
 @dataclass
-class VGGSettings(IMPRunSettings, PruneAtInitSettings, TrainingSettings):
+class VGGSettings(TrainingSettings, ImageFamilySettings):
     PROG = "VGG/main.py"
     DESCRIPTION = (
         "VGG-19 on CIFAR-10: global IMP with rewinding to iteration 0 or k of the dense run, and its controls."
@@ -194,7 +183,6 @@ class VGGSettings(IMPRunSettings, PruneAtInitSettings, TrainingSettings):
             Alias("--random_reinit", "control: the magnitude masks on fresh random weights", const="random_reinit"),
         ]
     )
-    imp_mode: str = imp_mode_setting()
     rewind_iteration: int = rewind_iteration_setting(aliases=[Alias("--iterations")])
     rounds: int = rounds_setting(
         19,
@@ -222,11 +210,6 @@ class VGGSettings(IMPRunSettings, PruneAtInitSettings, TrainingSettings):
     def resolve(self) -> None:
         super().resolve()
         self.model_name = None
-        if self.rewind_iteration >= self.train_iterations:
-            raise UserError(
-                f"--rewind_iteration {self.rewind_iteration} must be below the {self.train_iterations} "
-                "training iterations of a round"
-            )
 
     def name_prefix(self) -> str:
         """vgg19-w1_winning_ticket_rewind2000_seed0"""

@@ -26,20 +26,8 @@ from lth.imp import IMPRecipe, IMPSettings
 from lth.results import RunDirectory
 from lth.settings import (
     IMPRunSettings,
-    checkpoint_every_setting,
-    compile_setting,
-    device_setting,
-    eval_every_setting,
-    imp_mode_setting,
-    output_dir_setting,
-    quiet_setting,
     readable_name,
-    rewind_iteration_setting,
-    rounds_setting,
-    run_type_setting,
-    seed_setting,
     setting,
-    train_iterations_setting,
 )
 from lth.training import RoundSchedule, classification_loss
 
@@ -53,18 +41,6 @@ class StudySettings(IMPRunSettings):
     NAME_FIELDS = ("name", "imp_mode", "run_type", "control_mask", "seed")
 
     name: str = setting("study", "label of the experiment: the first part of its run directory names")
-    run_type: str = run_type_setting()
-    imp_mode: str = imp_mode_setting()
-    seed: int = seed_setting(0)
-    rounds: int = rounds_setting(5)
-    train_iterations: int = train_iterations_setting(1000)
-    rewind_iteration: int = rewind_iteration_setting()
-    eval_every: int = eval_every_setting(100)
-    checkpoint_every: int = checkpoint_every_setting(0)
-    output_dir: str = output_dir_setting("runs")
-    device: str = device_setting()
-    compile: bool = compile_setting()
-    quiet: bool = quiet_setting()
 
     def name_prefix(self) -> str:
         return readable_name([("", self.name), ("", self.imp_mode), ("", self.run_label()), ("seed", self.seed)])

@@ -11,6 +11,10 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # lth.settings reads carbon_region from here
+    from lth.settings import ReportingSettings
 
 WORLD_AVERAGE_G_PER_KWH = 475.0  # IEA world average of electricity generation (2019), as carbontracker's default
 MEASURED_CPU_MODES = {"intel_rapl", "intel_power_gadget", "apple_powermetrics"}
@@ -151,10 +155,10 @@ class EnergyMeter:
         }
 
 
-def meter_for(settings) -> EnergyMeter:
-    """The meter a run's settings ask for (settings without the energy flags, or $LTH_ENERGY=off: off)."""
+def meter_for(settings: ReportingSettings) -> EnergyMeter:
+    """The meter a run's settings ask for ($LTH_ENERGY=off: off)."""
     return EnergyMeter(
-        enabled=getattr(settings, "energy", False) and os.environ.get("LTH_ENERGY", "on") != "off",
-        region=getattr(settings, "carbon_region", None),
-        intensity=getattr(settings, "carbon_intensity", None),
+        enabled=settings.energy and os.environ.get("LTH_ENERGY", "on") != "off",
+        region=settings.carbon_region,
+        intensity=settings.carbon_intensity,
     )

@@ -27,7 +27,14 @@ from lth.families import EntryScript, several_runs
 from lth.imp import IMPRecipe, IMPSettings, Replicate, recording_failure, run_replicates
 from lth.init_pruning import PruneAtInit
 from lth.results import RunDirectory
-from lth.settings import CONTROL_RUN_TYPES, PruneAtInitSettings, Settings
+from lth.settings import (
+    CONTROL_RUN_TYPES,
+    ImageRunSettings,
+    IMPRunSettings,
+    PruneAtInitSettings,
+    RunSettings,
+    Settings,
+)
 from lth.training import OneNetwork
 
 
@@ -43,24 +50,19 @@ def configure_threads() -> None:
         torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
 
 
-# The IMP settings an image family's settings may declare, by their declared names (what they are in IMPSettings).
-IMP_SETTINGS = {
-    "rounds": "rounds",
-    "imp_mode": "mode",
-    "run_type": "run_type",
-    "rewind_iteration": "rewind_iteration",
-    "init_seed": "init_seed",
-    "transformation_seed": "transformation_seed",
-}
-
-
-def imp_settings_of(settings: Settings, **overrides) -> IMPSettings:
-    """The IMP loop's settings from an image family's declared settings, with `overrides` on top. What a family
-    does not declare keeps IMPSettings' default (a dense round's settings declare no rounds, run type or mode:
-    one dense round, a winning ticket's)."""
-    declared = {f.name for f in settings.declared()}
-    values = {ours: getattr(settings, name) for name, ours in IMP_SETTINGS.items() if name in declared}
-    values = {"rounds": 0, **values, "seed": settings.seed}
+def imp_settings_of(settings: RunSettings, **overrides) -> IMPSettings:
+    """The IMP loop's settings from a run's declared settings, with `overrides` on top. A dense round's settings
+    (VGG's train.py) are not IMP settings: one dense round, a winning ticket's."""
+    values: dict = {"seed": settings.seed, "rounds": 0}
+    if isinstance(settings, IMPRunSettings):
+        values |= {
+            "rounds": settings.rounds,
+            "mode": settings.imp_mode,
+            "run_type": settings.run_type,
+            "rewind_iteration": settings.rewind_iteration,
+        }
+    if isinstance(settings, ImageRunSettings):
+        values |= {"init_seed": settings.init_seed, "transformation_seed": settings.transformation_seed}
     values |= {"prune_at_init": prune_at_init_of(settings), "ticket_dir": ticket_dir_of(settings)}
     return IMPSettings(**{**values, **overrides})
 
@@ -85,10 +87,9 @@ def prune_at_init_of(settings: Settings) -> PruneAtInit | None:
     )
 
 
-def batch_seeds(settings: Settings) -> dict:
+def batch_seeds(settings: ImageRunSettings) -> dict:
     """ShuffledBatches' seeds: the data order's and the augmentation's, each --seed unless set apart."""
-    order = getattr(settings, "data_order_seed", None)
-    transformation = getattr(settings, "transformation_seed", None)
+    order, transformation = settings.data_order_seed, settings.transformation_seed
     return {
         "seed": settings.seed if order is None else order,
         "augment_seed": settings.seed if transformation is None else transformation,

@@ -152,9 +152,18 @@ class Settings:
     def build_parser(cls) -> ArgumentParser:
         parser = ArgumentParser(prog=cls.PROG, description=cls.DESCRIPTION, argument_default=argparse.SUPPRESS)
         reporting = {f.name for f in dataclasses.fields(ReportingSettings)}
-        pai = {f.name for f in dataclasses.fields(PruneAtInitSettings)} - reporting
-        # The family's own settings first, then pruning at initialization, then what every run reports.
-        for f in sorted(cls.declared(), key=lambda f: (f.name in pai) + 2 * (f.name in reporting)):
+        run = {f.name for f in dataclasses.fields(RunSettings)}
+        imp = {f.name for f in dataclasses.fields(IMPRunSettings)} - run
+        pai = {f.name for f in dataclasses.fields(PruneAtInitSettings)} - imp - run
+
+        def group(f: dataclasses.Field) -> int:
+            """The IMP run's kind, then the rest of what a run is, then how it runs, then pruning at
+            initialization, then what every run reports (declaration order within each)."""
+            if f.name in reporting or f.name in pai:
+                return 3 + (f.name in reporting)
+            return 0 if f.name in imp else 1 if f.metadata["kind"] == IDENTITY else 2
+
+        for f in sorted(cls.declared(), key=group):
             meta = f.metadata
             renames = [a.flag for a in meta["aliases"] if a.is_rename]
             flags = [f"--{f.name}", *renames]
@@ -477,7 +486,83 @@ PAI_ABLATIONS = ("none", "shuffle", "reinit")
 
 
 @dataclass
-class PruneAtInitSettings(ReportingSettings):
+class RunSettings(ReportingSettings):
+    """What every training run declares, once: its seed, its length, when it evaluates and saves progress, where it
+    writes and where it runs. A family overrides a default by declaring the field again with the same factory (and
+    its aliases), and adds fields of its own; the defaults here are a small study's (the Python API's)."""
+
+    seed: int = seed_setting(0)
+    train_iterations: int | None = train_iterations_setting(1000)
+    eval_every: int = eval_every_setting(100)
+    checkpoint_every: int = checkpoint_every_setting(0)
+    output_dir: str = output_dir_setting("runs")
+    device: str = device_setting()
+    compile: bool = compile_setting()
+    quiet: bool = quiet_setting()
+
+
+@dataclass
+class ImageRunSettings(RunSettings):
+    """What the image families' training runs add: a seed per source of randomness, the optimiser's batch and
+    learning rate, and the data root."""
+
+    init_seed: int | None = source_seed_setting("initial weights")
+    data_order_seed: int | None = source_seed_setting("order of the training batches")
+    transformation_seed: int | None = source_seed_setting("augmentation and dropout draws")
+    batch_size: int = batch_size_setting(60)
+    lr: float | None = lr_setting(None, "learning rate")
+    data_dir: str | None = data_dir_setting()
+
+
+@dataclass
+class IMPRunSettings(RunSettings):
+    """An IMP run of an image family or of the Python API: a winning ticket or one of its controls.
+
+    A control is a branch of the winning ticket of the same settings: at round r it takes the ticket's mask of
+    round r (`control_mask` ticket). Runs saved before the setting existed pruned their own weights (`own`), and
+    keep their names; runs of the ticket's definition are named `<run type>-of-ticket`.
+    """
+
+    SAVED_BEFORE = {"control_mask": "own"}
+
+    run_type: str = run_type_setting()
+    imp_mode: str = imp_mode_setting()
+    rounds: int = rounds_setting(5)
+    rewind_iteration: int = rewind_iteration_setting()
+    control_mask: str = control_mask_setting()
+
+    def resolve(self) -> None:
+        """Checks settings a family may derive in its own resolve(): such a family fills them before calling this."""
+        super().resolve()
+        if not self.is_control():
+            self.control_mask = "ticket"  # a ticket's own masks: one ticket, whatever the flag said
+        if self.rewind_iteration >= self.train_iterations:
+            raise UserError(
+                f"--rewind_iteration {self.rewind_iteration} must be below the {self.train_iterations} "
+                "training iterations of a round"
+            )
+
+    def is_control(self) -> bool:
+        return self.run_type in CONTROL_RUN_TYPES
+
+    def follows_ticket(self) -> bool:
+        """A control that takes its masks from the winning ticket's run directory."""
+        return self.is_control() and self.control_mask == "ticket"
+
+    def run_label(self) -> str:
+        """The run-type part of the name: winning_ticket, random_reinit-of-ticket, random_reinit (own masks)."""
+        return f"{self.run_type}{BRANCH_SUFFIX}" if self.follows_ticket() else self.run_type
+
+    def ticket_settings(self):
+        """The winning ticket this control branches from (same settings, run type winning_ticket)."""
+        return dataclasses.replace(self, run_type="winning_ticket", control_mask="ticket")
+
+    def ticket_run(self) -> str | None:
+        return self.ticket_settings().run_name() if self.follows_ticket() else None
+
+
+@dataclass
+class PruneAtInitSettings(IMPRunSettings):
     """Pruning at initialization as a run type of the image families: prune the initial weights to the
     weights-remaining of IMP round --pai_round with a score (lth/init_pruning.py), then train once."""
 
@@ -506,7 +591,7 @@ class PruneAtInitSettings(ReportingSettings):
             return
         if self.pai_round < 1:
             raise UserError(f"--pai_method {self.pai_method} needs --pai_round N >= 1 (the IMP round to match)")
-        if getattr(self, "run_type", "winning_ticket") != "winning_ticket" or getattr(self, "rewind_iteration", 0):
+        if self.run_type != "winning_ticket" or self.rewind_iteration:
             raise UserError(
                 "--pai_method prunes at initialization: give its ablations with --pai_ablation, not --run_type or --rewind_iteration"
             )
@@ -521,37 +606,6 @@ class PruneAtInitSettings(ReportingSettings):
 
 
 @dataclass
-class IMPRunSettings(ReportingSettings):
-    """An IMP run of an image family or of the Python API: a winning ticket or one of its controls.
-
-    A control is a branch of the winning ticket of the same settings: at round r it takes the ticket's mask of
-    round r (`control_mask` ticket). Runs saved before the setting existed pruned their own weights (`own`), and
-    keep their names; runs of the ticket's definition are named `<run type>-of-ticket`.
-    """
-
-    SAVED_BEFORE = {"control_mask": "own"}
-
-    control_mask: str = control_mask_setting()
-
-    def resolve(self) -> None:
-        super().resolve()
-        if not self.is_control():
-            self.control_mask = "ticket"  # a ticket's own masks: one ticket, whatever the flag said
-
-    def is_control(self) -> bool:
-        return getattr(self, "run_type", "winning_ticket") in CONTROL_RUN_TYPES
-
-    def follows_ticket(self) -> bool:
-        """A control that takes its masks from the winning ticket's run directory."""
-        return self.is_control() and self.control_mask == "ticket"
-
-    def run_label(self) -> str:
-        """The run-type part of the name: winning_ticket, random_reinit-of-ticket, random_reinit (own masks)."""
-        return f"{self.run_type}{BRANCH_SUFFIX}" if self.follows_ticket() else self.run_type
-
-    def ticket_settings(self):
-        """The winning ticket this control branches from (same settings, run type winning_ticket)."""
-        return dataclasses.replace(self, run_type="winning_ticket", control_mask="ticket")
-
-    def ticket_run(self) -> str | None:
-        return self.ticket_settings().run_name() if self.follows_ticket() else None
+class ImageFamilySettings(PruneAtInitSettings, ImageRunSettings):
+    """An image family's IMP entry script (LeNet, Conv, VGG): IMP and its controls, pruning at initialization, and
+    the image training run's settings. A family declares its architecture, pruning rates and defaults."""

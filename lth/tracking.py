@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 
 from lth.errors import UserError
+from lth.settings import ReportingSettings
 
 
 class NoTracker:
@@ -50,5 +51,5 @@ class TensorBoardTracker(NoTracker):
         self.writer.close()
 
 
-def tracker_for(settings, run_path: Path) -> NoTracker:
-    return TensorBoardTracker(run_path) if getattr(settings, "report_to", "none") == "tensorboard" else NoTracker()
+def tracker_for(settings: ReportingSettings, run_path: Path) -> NoTracker:
+    return TensorBoardTracker(run_path) if settings.report_to == "tensorboard" else NoTracker()

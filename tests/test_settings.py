@@ -3,11 +3,14 @@ any family pools runs that differ in anything but the seed."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from conftest import family_module
 
 from lth.errors import UserError
 from lth.results import RunDirectory
+from lth.settings import ImageFamilySettings
 
 
 def settings_module(folder: str):
@@ -141,6 +144,42 @@ def test_help_shows_each_earlier_name_beside_its_canonical_flag():
     text = " ".join(settings_module("VGG").VGGSettings.build_parser().format_help().split())
     assert "--weight_decay WEIGHT_DECAY, --wd WEIGHT_DECAY" in text
     assert "--prune_iterations PRUNE_ITERATIONS" in text and "rounds INCLUDING the dense round 0" in text
+
+
+IMAGE_FAMILIES = [("Lenet-300-100", "LenetSettings"), ("CNN", "ConvSettings"), ("VGG", "VGGSettings")]
+
+
+@pytest.mark.parametrize("folder, cls", IMAGE_FAMILIES)
+def test_an_image_family_declares_only_its_own_settings_and_changed_defaults(folder, cls):
+    """The shared settings are declared once (lth.settings.ImageFamilySettings); a family's class body may add
+    settings or change a shared one's default, aliases or help, never repeat one unchanged."""
+    family = getattr(settings_module(folder), cls)
+    shared = {f.name: f for f in dataclasses.fields(ImageFamilySettings)}
+    own = [
+        name
+        for klass in family.__mro__
+        if klass.__module__ == family.__module__
+        for name in vars(klass).get("__annotations__", {})
+    ]
+    assert own, "the family declares its own settings"
+    for name in own:
+        if name in shared:
+            mine, base = family.__dataclass_fields__[name], shared[name]
+            assert (mine.default, mine.metadata["aliases"], mine.metadata["help"]) != (
+                base.default,
+                base.metadata["aliases"],
+                base.metadata["help"],
+            ), f"{cls}.{name} repeats the shared declaration"
+    identity = family().identity()
+    for name in ("run_type", "imp_mode", "seed", "init_seed", "rounds", "rewind_iteration", "control_mask", "lr"):
+        assert name in identity  # every image family's runs carry the shared identity columns
+
+
+@pytest.mark.parametrize("folder, cls", IMAGE_FAMILIES)
+def test_rewinding_past_the_round_is_refused_in_every_image_family(folder, cls):
+    settings = getattr(settings_module(folder), cls)
+    with pytest.raises(UserError, match="--rewind_iteration 500 must be below the 500 training iterations"):
+        settings.from_argv(["--train_iterations", "500", "--rewind_iteration", "500"])
 
 
 def test_an_alias_contradicting_the_canonical_flag_is_one_clear_error():
