@@ -71,7 +71,8 @@ def _curve_panel(ax, curves: pd.DataFrame, rounds: pd.DataFrame, levels, run_typ
             ax.fill_between(stats["iteration"], stats["min"], stats["max"], color=color, alpha=0.15, linewidth=0)
     ax.set_xlabel("training iterations")
     ax.set_ylabel("test accuracy (%)")
-    ax.legend(title="weights remaining", fontsize=8)
+    if ax.lines:  # a panel whose levels the runs never reached stays empty, without a legend
+        ax.legend(title="weights remaining", fontsize=8)
     ax.grid(alpha=0.3)
 
 
